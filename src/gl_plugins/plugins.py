@@ -1,0 +1,144 @@
+"""The plugin manager: built-ins and third-party plugins through one pluggy manager.
+
+Plugins are loaded on first use, never at import time, so ``gl --help`` stays
+fast. A third-party plugin that fails to import, or that implements a hook gl
+does not define, is reported on stderr and left out; the CLI keeps working.
+A plugin that raises inside a registry hook is reported with its name and
+the hook, and the other plugins' registrations still count.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from importlib import import_module, metadata
+
+import pluggy
+
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "gl"
+DEFAULT_PLUGINS = (
+    "gl_plugins.builtin.predictors",
+    "gl_plugins.builtin.recipes",
+    "gl_plugins.builtin.auditors",
+    "gl_plugins.builtin.validators",
+    "gl_plugins.builtin.publishers",
+)
+
+
+@dataclass
+class PluginProblem:
+    plugin: str
+    distribution: str | None
+    hook: str | None
+    error: str
+
+    def __str__(self) -> str:
+        dist = f" (distribution {self.distribution})" if self.distribution else ""
+        where = f" in hook {self.hook}" if self.hook else " while loading"
+        return f"plugin {self.plugin!r}{dist} failed{where}: {self.error}"
+
+
+_pm: pluggy.PluginManager | None = None
+problems: list[PluginProblem] = []
+_dists: dict[str, str] = {}  # plugin name -> "dist version"
+
+
+def _report(problem: PluginProblem) -> None:
+    problems.append(problem)
+    print(f"gl: warning: {problem}", file=sys.stderr)
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("GL_PLUGINS")
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def get_manager() -> pluggy.PluginManager:
+    global _pm
+    if _pm is not None:
+        return _pm
+    pm = pluggy.PluginManager("gl")
+    pm.add_hookspecs(hookspecs)
+    for mod in DEFAULT_PLUGINS:
+        pm.register(import_module(mod), name=mod)
+    allowed = _allowed()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = f"{dist.name} {dist.version}" if dist else None
+        if allowed is not None and ep.name not in allowed and (not dist or dist.name not in allowed):
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except BaseException as e:  # a broken plugin must not take the CLI down
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            _report(PluginProblem(ep.name, dist_name, None, f"{type(e).__name__}: {e}"))
+            continue
+        try:
+            pm.register(plugin, name=ep.name)
+        except Exception as e:
+            _report(PluginProblem(ep.name, dist_name, None, f"{type(e).__name__}: {e}"))
+            continue
+        if dist_name:
+            _dists[ep.name] = dist_name
+    while True:  # a misspelt hook is an error: drop that plugin and say so
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as e:
+            name = pm.get_name(e.plugin) or str(e.plugin)
+            pm.unregister(e.plugin)
+            _report(PluginProblem(name, _dists.pop(name, None), None, f"implements an unknown hook: {e}"))
+    _pm = pm
+    return pm
+
+
+def reset() -> None:
+    """Forget the loaded plugins (tests use this after changing GL_PLUGINS)."""
+    global _pm
+    _pm = None
+    problems.clear()
+    _dists.clear()
+
+
+def collect(hook_name: str) -> dict:
+    """Call a registry hook on every plugin, isolating failures; returns name -> object."""
+    pm = get_manager()
+    caller = getattr(pm.hook, hook_name)
+    found: dict = {}
+    for impl in reversed(caller.get_hookimpls()):
+        def register(obj, _plugin=impl.plugin_name):
+            name = getattr(obj, "name", None)
+            if not name:
+                raise TypeError(f"{hook_name}: registered object {obj!r} has no name")
+            if name not in found:
+                obj.plugin = _plugin
+                found[name] = obj
+        try:
+            impl.function(register=register)
+        except Exception as e:
+            _report(PluginProblem(impl.plugin_name, _dists.get(impl.plugin_name), hook_name,
+                                  f"{type(e).__name__}: {e}"))
+    return found
+
+
+def plugin_list() -> list[dict]:
+    """Name, version and hooks of every loaded plugin."""
+    pm = get_manager()
+    from . import __version__
+
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        dist = _dists.get(name)
+        version = dist.split(" ", 1)[1] if dist else __version__
+        out.append({"name": name, "version": version, "builtin": name in DEFAULT_PLUGINS,
+                    "distribution": dist.split(" ", 1)[0] if dist else "gl-plugins", "hooks": hooks})
+    return out

@@ -1,0 +1,3 @@
+"""Built-in auditors."""
+
+from ..hookspecs import hookimpl  # noqa: F401

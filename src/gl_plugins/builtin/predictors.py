@@ -1,0 +1,3 @@
+"""Built-in predictors."""
+
+from ..hookspecs import hookimpl  # noqa: F401

@@ -1,0 +1,3 @@
+"""Built-in publishers."""
+
+from ..hookspecs import hookimpl  # noqa: F401

@@ -1,0 +1,3 @@
+"""Built-in recipes."""
+
+from ..hookspecs import hookimpl  # noqa: F401

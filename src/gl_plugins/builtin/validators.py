@@ -1,0 +1,3 @@
+"""Built-in validators."""
+
+from ..hookspecs import hookimpl  # noqa: F401

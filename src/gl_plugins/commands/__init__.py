@@ -1,0 +1,1 @@
+"""The click commands of `gl`, one module per command family, imported on use."""

@@ -73,8 +73,8 @@ def tool_version(path: Path) -> str:
         r = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unknown ({e})"
-    m = re.search(r"version:\s*(\S+)\s*(\([0-9a-f]+\))?", r.stdout + r.stderr)
-    return f"{m.group(1)} {m.group(2) or ''}".strip() if m else "unknown"
+    m = re.search(r"version:\s*(.+)", r.stdout + r.stderr)
+    return m.group(1).strip() if m else "unknown"
 
 
 def load_type_table() -> bool:

@@ -164,9 +164,9 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
     bin_dir = final / "bin"
     if not force and all((bin_dir / t).exists() for t in (*TOOLS, TYPES_HELPER)):
         return bin_dir
-    for tool in ("cmake", "ninja"):
-        if not shutil.which(tool):
-            raise ToolError(f"{tool} is needed to build llama.cpp; install it (pip install {tool})")
+    if not shutil.which("cmake"):
+        raise ToolError("cmake is needed to build llama.cpp; install it (pip install cmake)")
+    ninja = _ninja()
     compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
     if not compiler:
         raise ToolError("no C++ compiler found (looked for $CXX, c++, g++, clang++)")
@@ -181,7 +181,8 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
         src = _extract_llama_cpp(sdist, work / "src")
         build = work / "build"
         echo(f"configuring llama.cpp (portable AVX2 build) in {work} ...")
-        _run_build(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", *CMAKE_FLAGS], work)
+        _run_build(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja",
+                    f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS], work)
         jobs = jobs or os.cpu_count() or 2
         with tqdm(desc="building llama.cpp", unit="step", total=1, file=sys.stderr,
                   disable=None) as bar:
@@ -200,6 +201,22 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
     (final / "ggml-types.json").unlink(missing_ok=True)
     load_type_table()
     return bin_dir
+
+
+def _ninja() -> str:
+    """ninja from PATH, else the one the ``ninja`` PyPI package ships."""
+    found = shutil.which("ninja")
+    if found:
+        return found
+    try:
+        import ninja  # the PyPI wheel carries the binary
+
+        path = Path(ninja.BIN_DIR) / "ninja"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    raise ToolError("ninja is needed to build llama.cpp; install it (pip install ninja)")
 
 
 def _build_types_helper(src: Path, build: Path, out: Path) -> None:

@@ -113,6 +113,16 @@ _DEFAULT_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
 _GEMMA3N_KV_FROM = 20
 
 
+MAX_LAYERS = 10_000  # far above any real model; a larger count is a corrupt or hostile file
+
+
+def _layer_count(v, source: str, what: str) -> int | None:
+    n = _as_int(v)
+    if n is not None and not 0 < n <= MAX_LAYERS:
+        raise InputError(source, f"{what} is {n}, not a plausible layer count (1 to {MAX_LAYERS})")
+    return n
+
+
 def _as_int(v) -> int | None:
     if isinstance(v, bool):
         return None
@@ -151,7 +161,7 @@ def facts_from_gguf(path: str | os.PathLike) -> ModelFacts:
             raise InputError(path, "is an imatrix file, not a model")
         raise InputError(path, "has no general.architecture key; not a model GGUF")
     g = h.arch_get
-    n_layer = _as_int(g("block_count"))
+    n_layer = _layer_count(g("block_count"), h.path, f"{arch}.block_count")
     hidden = _as_int(g("embedding_length"))
     ffn = _per_layer(g("feed_forward_length"), n_layer, f"{arch}.feed_forward_length", h.path)
     n_expert = _as_int(g("expert_count")) or None
@@ -181,7 +191,7 @@ def facts_from_gguf(path: str | os.PathLike) -> ModelFacts:
             facts.sliding_window_layers = swa_layers_from_pattern(n_layer, p)
         facts.sliding_window = window if facts.sliding_window_layers else None
         shared = _as_int(g("attention.shared_kv_layers"))
-        if shared:
+        if shared and 0 < shared <= n_layer:
             facts.kv_shared_layers = list(range(n_layer - shared, n_layer))
         elif arch == "gemma3n":
             facts.kv_shared_layers = list(range(_GEMMA3N_KV_FROM, n_layer))
@@ -235,7 +245,7 @@ def facts_from_config(cfg: dict, source: str, kind: str = "config") -> ModelFact
                 return v
         return None
 
-    n_layer = num("num_hidden_layers", "n_layer", "num_layers")
+    n_layer = _layer_count(num("num_hidden_layers", "n_layer", "num_layers"), source, "num_hidden_layers")
     hidden = num("hidden_size", "n_embd", "d_model")
     ff_raw = cfg.get("intermediate_size", cfg.get("ffn_dim", cfg.get("n_inner")))
     try:
@@ -243,6 +253,8 @@ def facts_from_config(cfg: dict, source: str, kind: str = "config") -> ModelFact
     except InputError:
         ffn = []
     n_shared = num("num_kv_shared_layers") or 0
+    if n_layer is None or not 0 <= n_shared <= n_layer:
+        n_shared = 0
     if arch == "gemma3n" and n_layer and not n_shared:
         n_shared = max(n_layer - _GEMMA3N_KV_FROM, 0)
     if cfg.get("use_double_wide_mlp") and ffn and n_layer and n_shared:

@@ -47,6 +47,8 @@ class ModelFacts:
     sliding_window_layers: list[int] = field(default_factory=list)
     kv_shared_layers: list[int] = field(default_factory=list)
     per_layer_embedding: int | None = None  # PLE width per layer (Gemma 3n/4)
+    head_dim: int | None = None  # attention head width (config head_dim, GGUF attention.key_length)
+    tied_embeddings: bool | None = None  # output projection reuses token_embd; None: not known
     n_expert: int | None = None
     n_expert_used: int | None = None
     expert_ffn_size: int | None = None
@@ -173,6 +175,7 @@ def facts_from_gguf(path: str | os.PathLike) -> ModelFacts:
         expert_ffn_size=_first_int(g("expert_feed_forward_length")) if n_expert else None,
         nextn_layers=_as_int(g("nextn_predict_layers")) or 0,
         per_layer_embedding=_as_int(g("embedding_length_per_layer_input")) or None,
+        head_dim=_first_int(g("attention.key_length")),
         file_type=ftype_name(_as_int(h.get("general.file_type"))),
         name=h.get("general.name") if isinstance(h.get("general.name"), str) else None,
         chat_template=h.get("tokenizer.chat_template") if isinstance(h.get("tokenizer.chat_template"), str) else None,
@@ -196,6 +199,7 @@ def facts_from_gguf(path: str | os.PathLike) -> ModelFacts:
         elif arch == "gemma3n":
             facts.kv_shared_layers = list(range(_GEMMA3N_KV_FROM, n_layer))
     facts.tensors = [Tensor(t.name, t.shape, t.type_name, t.nbytes) for t in h.tensors]
+    facts.tied_embeddings = not any(t.name == "output.weight" for t in facts.tensors)
     return facts
 
 
@@ -270,6 +274,8 @@ def facts_from_config(cfg: dict, source: str, kind: str = "config") -> ModelFact
         expert_ffn_size=num("moe_intermediate_size", "expert_intermediate_size") if n_expert else None,
         nextn_layers=num("num_nextn_predict_layers") or 0,
         per_layer_embedding=num("hidden_size_per_layer_input") or None,
+        head_dim=num("head_dim"),
+        tied_embeddings=cfg.get("tie_word_embeddings") if isinstance(cfg.get("tie_word_embeddings"), bool) else None,
         vocab_size=num("vocab_size"),
         name=top.get("_name_or_path") if isinstance(top.get("_name_or_path"), str) else None,
     )

@@ -78,9 +78,10 @@ class Observation:
 # ---------------------------------------------------------------- facts as plain data
 
 _INT_FIELDS = {"hidden_size", "n_layer", "n_head", "n_head_kv", "sliding_window", "per_layer_embedding",
-               "n_expert", "n_expert_used", "expert_ffn_size", "nextn_layers", "vocab_size"}
+               "head_dim", "n_expert", "n_expert_used", "expert_ffn_size", "nextn_layers", "vocab_size"}
 _LIST_FIELDS = {"ffn_sizes", "sliding_window_layers", "kv_shared_layers"}
 _STR_FIELDS = {"source", "kind", "architecture", "file_type", "name", "chat_template"}
+_BOOL_FIELDS = {"tied_embeddings"}
 
 
 def _is_int(v) -> bool:
@@ -98,7 +99,8 @@ def facts_from_dict(d: dict, path: str = "<facts>", line: int | None = None) -> 
             continue
         bad = ((key in _INT_FIELDS and not _is_int(value))
                or (key in _LIST_FIELDS and not (isinstance(value, list) and all(map(_is_int, value))))
-               or (key in _STR_FIELDS and not isinstance(value, str)))
+               or (key in _STR_FIELDS and not isinstance(value, str))
+               or (key in _BOOL_FIELDS and not isinstance(value, bool)))
         if bad:
             raise InputError(path, f"facts field {key!r} has an unusable value {value!r}", line=line)
         kw[key] = value

@@ -1,0 +1,56 @@
+"""The llama.cpp toolchain: found where gl looks, portable, really running a quantized model."""
+
+import json
+import os
+import shutil
+
+from gl_plugins import llamacpp
+
+
+def test_tools_found_and_type_table_from_build(llama_bin, gl):
+    code, out, err = gl("toolchain", "where")
+    assert code == 0, out
+    for tool in llamacpp.TOOLS:
+        assert f"{tool}" in out and "not found" not in out
+    table = json.loads((llamacpp.install_dir() / "ggml-types.json").read_text())
+    by_name = {r["name"].upper(): r for r in table}
+    # the build knows types the gguf package 0.19 does not
+    assert by_name["Q2_0"]["block_size"] == 64 and by_name["Q2_0"]["type_size"] == 18
+    assert by_name["Q4_K"]["block_size"] == 256 and by_name["Q4_K"]["type_size"] == 144
+
+
+def test_doctor_runs_a_quantized_model(gl_proc, gemma_q4):
+    r = gl_proc("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "llama.cpp version" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("generation"))
+    assert "ok in" in line and len(line) > 40
+
+
+def test_gl_llama_cpp_folder_wins(tmp_path, llama_bin, gl):
+    own = tmp_path / "mine" / "bin"
+    own.mkdir(parents=True)
+    shutil.copy2(llama_bin / "llama-quantize", own / "llama-quantize")
+    code, out, _ = gl("toolchain", "where", env={"GL_LLAMA_CPP": str(tmp_path / "mine")})
+    assert f"llama-quantize     {own / 'llama-quantize'}" in out
+    assert code == 0
+
+
+def test_missing_tools_are_named(tmp_path, gl):
+    env = {"GL_CACHE": str(tmp_path / "empty"), "PATH": "/usr/bin:/bin", "GL_LLAMA_CPP": ""}
+    code, out, _ = gl("toolchain", "where", env=env)
+    assert code == 1 and "llama-quantize     not found" in out
+    code, out, _ = gl("doctor", env=env)
+    assert code == 1 and "gl toolchain install" in out
+
+
+def test_build_is_portable(llama_bin):
+    """No -march=native: no AVX-512 (zmm) instructions anywhere, AVX2 (ymm) present."""
+    import subprocess
+
+    objdump = shutil.which("objdump")
+    assert objdump, "objdump (binutils) is needed to check the build"
+    for tool in ("llama-quantize", "llama-completion"):
+        asm = subprocess.run([objdump, "-d", str(llama_bin / tool)], capture_output=True, text=True).stdout
+        assert "%zmm" not in asm, f"{tool} holds AVX-512 instructions"
+        assert "%ymm" in asm, f"{tool} holds no AVX2 code"

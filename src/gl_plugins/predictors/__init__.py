@@ -1,0 +1,1 @@
+"""gl's built-in predictors, one module each; ``gl_plugins.builtin.predictors`` registers them."""

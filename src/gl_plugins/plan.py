@@ -157,32 +157,42 @@ def stock_plan(ftype: str, imatrix: bool = False) -> TensorPlan:
 
 # ------------------------------------------------------------------ resolution
 
-@lru_cache(maxsize=8192)
-def _compiled(pattern: str):
-    from .tensor_map import compile_pattern
-
-    lowered = pattern.encode("utf-8", "surrogateescape").lower().decode("utf-8", "surrogateescape")
-    return compile_pattern(lowered)
+def lowered(pattern: str) -> str:
+    """The pattern as llama-quantize uses it: ASCII letters lowercased, nothing else."""
+    return pattern.encode("utf-8", "surrogateescape").lower().decode("utf-8", "surrogateescape")
 
 
-def compiled_rules(rules: list[Rule]) -> list[tuple[object, str]]:
-    """(compiled lowercased pattern, ggml type name) per rule; GLError for a bad one."""
-    from .tensor_map import PatternError
+def check_rules(rules: list[Rule]) -> list[str]:
+    """The ggml type of each rule; GLError naming the first rule llama-quantize would refuse."""
+    from .tensor_map import PatternError, compile_pattern
 
     out = []
     for i, r in enumerate(rules, 1):
         try:
-            rx = _compiled(r.pattern)
+            compile_pattern(lowered(r.pattern))
         except PatternError as e:
             raise GLError(f"rule {i} ({r.pattern}={r.type}): the pattern is not a regex llama.cpp accepts: {e}") from None
         t = TYPES_BY_NAME.get(str(r.type).strip().upper())
         if t is None:
             raise GLError(f"rule {i} ({r.pattern}={r.type}): unknown ggml type {r.type!r}")
-        out.append((rx, t.name))
+        out.append(t.name)
     return out
 
 
-def _size(type_name: str, shape) -> int:
+@lru_cache(maxsize=16)
+def first_matches(patterns: tuple[str, ...], names: tuple[str, ...]) -> tuple:
+    """Per name, the index of the first (lowercased) pattern that ``regex_search``-es it, or None."""
+    from .tensor_map import match_sets
+
+    first: list = [None] * len(names)
+    for r, hits in enumerate(match_sets([lowered(p) for p in patterns], list(names))):
+        for i in hits:
+            if first[i] is None or first[i] > r:
+                first[i] = r
+    return tuple(first)
+
+
+def tensor_size(type_name: str, shape) -> int:
     """Bytes as llama-quantize counts them: rows x ggml_row_size (type_size * ne0 / block)."""
     t = TYPES_BY_NAME[type_name]
     ne0 = shape[0] if shape else 1
@@ -206,16 +216,17 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
     default_quantized = TYPES_BY_NAME[default].quantized
     tok_type = get_type(plan.token_embedding_type).name if plan.token_embedding_type else None
     out_type = get_type(plan.output_tensor_type).name if plan.output_tensor_type else None
-    rules = compiled_rules(plan.rules)
-    patterns = [r.pattern for r in plan.rules]
+    rule_types = check_rules(plan.rules)
+    patterns = tuple(r.pattern for r in plan.rules)
 
     tensors = sorted(facts.tensors, key=lambda t: qh.weight_order_key(t.name))
     names = [t.name for t in tensors]
+    first = first_matches(patterns, tuple(names)) if patterns else (None,) * len(names)
     mix = qh.Mixture(qh.model_params(facts, names), ftype, plan.imatrix, out_type)
 
     assignments = []
     total = n_params = 0
-    for t in tensors:
+    for t, hit in zip(tensors, first):
         shape = tuple(int(d) for d in t.shape)
         n = _n_elements(shape)
         cat = qh.category(t.name)
@@ -226,7 +237,7 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
             requested = final = t.type
             reason, note = "not quantizable", blocked
         elif tok_type and cat == qh.TOKEN_EMBD and not (
-                t.name == "per_layer_token_embd.weight" and _first_match(rules, t.name) is not None):
+                t.name == "per_layer_token_embd.weight" and hit is not None):
             requested = final = tok_type
             reason = "token embedding type"
         elif out_type and cat == qh.OUTPUT:
@@ -236,10 +247,9 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
             requested = final = default
             reason = f"base type ({default})"
         else:
-            hit = _first_match(rules, t.name) if rules else None
             if hit is not None:
                 rule_no = hit + 1
-                requested = rules[hit][1]
+                requested = rule_types[hit]
                 reason = f"rule {rule_no}: {patterns[hit]}"
             elif plan.pure:
                 requested = default
@@ -260,7 +270,7 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
         if final == t.type and t.bytes is not None:
             size = t.bytes
         elif final in TYPES_BY_NAME:
-            size = _size(final, shape)
+            size = tensor_size(final, shape)
         else:
             raise GLError(f"{facts.source}: tensor {t.name} has {t.type}, a type gl does not know, "
                           f"so its size cannot be computed")
@@ -270,13 +280,6 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
         total += size
         n_params += n
     return Resolution(plan, assignments, total, n_params, total * 8 / n_params if n_params else 0.0)
-
-
-def _first_match(rules, name: str) -> int | None:
-    for i, (rx, _) in enumerate(rules):
-        if rx.search(name):
-            return i
-    return None
 
 
 # ------------------------------------------------------------------ command line

@@ -15,6 +15,8 @@ ever match the same tensor and the order of the lines does not matter.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -121,6 +123,7 @@ class PatternError(ValueError):
     """A pattern llama.cpp's std::regex (ECMAScript) would not compile."""
 
 
+@functools.lru_cache(maxsize=8192)
 def compile_pattern(pattern: str) -> re.Pattern:
     """The Python regex that matches what ``std::regex(pattern)`` + ``regex_search`` matches.
 
@@ -162,9 +165,158 @@ def compile_pattern(pattern: str) -> re.Pattern:
     if pattern.startswith(("*", "+", "?")):
         raise PatternError(f"nothing to repeat before {pattern[0]!r}")
     try:
-        return re.compile(pattern, re.ASCII)
+        # MULTILINE changes nothing for one name (no newline in it) and lets the same
+        # compiled pattern search many names joined by newlines (see NameIndex)
+        return re.compile(pattern, re.ASCII | re.MULTILINE)
     except re.error as e:
         raise PatternError(e.msg) from None
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+def required_literal(pattern: str) -> str:
+    """A substring every match of ``pattern`` must contain ("" when none can be proved).
+
+    Used only to skip regex searches that cannot succeed; the regex still decides.
+    """
+    if _top_level_alternation(pattern):
+        return ""
+    runs, cur = [], []
+    i, n = 0, len(pattern)
+    depth = 0
+
+    def cut():
+        runs.append("".join(cur))
+        cur.clear()
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            e = pattern[i + 1]
+            after = pattern[i + 2:i + 3]
+            if depth or e.isalnum() or after in ("?", "*", "{"):
+                cut()
+            else:
+                cur.append(e)
+                if after == "+":
+                    cut()
+            i += 2
+            continue
+        if c == "[":
+            cut()
+            j = i + 1
+            if pattern[j:j + 1] == "^":
+                j += 1
+            if pattern[j:j + 1] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            if pattern[i:i + 1] in ("?", "*", "{", "+"):
+                i += 1
+            continue
+        nxt = pattern[i + 1:i + 2]
+        if c == "(":
+            depth += 1
+            cut()
+        elif c == ")":
+            depth = max(0, depth - 1)
+            cut()
+            if nxt in ("?", "*", "{", "+"):
+                i += 1
+        elif depth or c in ".^$*+?{}|" or nxt in ("?", "*", "{"):
+            cut()
+        else:
+            cur.append(c)
+            if nxt == "+":
+                cut()
+        i += 1
+    cut()
+    return max(runs, key=len)
+
+
+class NameIndex:
+    """Tensor names joined into one string, so most patterns are matched at C speed."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.starts = []
+        pos = 1
+        for name in names:
+            self.starts.append(pos)
+            pos += len(name) + 1
+        self.text = "\n" + "\n".join(names) + "\n"
+
+    def _name_at(self, pos: int) -> int:
+        return bisect.bisect_right(self.starts, pos) - 1
+
+    def containing(self, literal: str, limit: int) -> list[int] | None:
+        """Indices of the names holding ``literal``; None when there are more than ``limit``."""
+        text, starts, out = self.text, self.starts, []
+        pos = text.find(literal)
+        while pos >= 0:
+            i = self._name_at(pos)
+            out.append(i)
+            if len(out) > limit:
+                return None
+            if i + 1 >= len(starts):
+                break
+            pos = text.find(literal, starts[i + 1])
+        return out
+
+    def searching(self, rx: re.Pattern) -> list[int]:
+        """Indices of the names ``rx`` (compiled with MULTILINE, unable to match a newline) finds."""
+        text, starts, out = self.text, self.starts, []
+        m = rx.search(text)
+        while m is not None:
+            i = self._name_at(m.start())
+            if i >= 0:
+                out.append(i)
+            nxt = starts[i + 1] if i + 1 < len(starts) else len(text)
+            if nxt >= len(text):
+                break
+            m = rx.search(text, nxt)
+        return out
+
+
+_MAY_MATCH_NEWLINE = re.compile(r"\[\^|\\[sxuc0n]|[\x00-\x1f]")
+
+
+def match_sets(patterns: list[str], names: list[str]) -> list[list[int]]:
+    """For each (lowercased) pattern, the indices of ``names`` it ``regex_search``-es."""
+    index = NameIndex(names)
+    out = []
+    for p in patterns:
+        rx = compile_pattern(p)
+        search = rx.search
+        lit = required_literal(p)
+        hits = index.containing(lit, 16) if lit else None
+        if hits is not None:
+            out.append([i for i in hits if search(names[i])])
+        elif not _MAY_MATCH_NEWLINE.search(p):
+            out.append(index.searching(rx))
+        else:
+            out.append([i for i, n in enumerate(names) if search(n)])
+    return out
 
 
 # ------------------------------------------------------------------ writing

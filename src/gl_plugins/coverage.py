@@ -141,24 +141,36 @@ def _spans(layers: list[int]) -> str:
     return ",".join(parts)
 
 
-def ranges(names) -> list[str]:
-    """Names grouped per role into layer ranges: ``blk.15–34.attn_k.weight``; others as they are.
+def range_groups(names) -> list[tuple[str, list[str]]]:
+    """``(label, members)`` per role: ``("blk.15–34.attn_k.weight", [...])``; other names alone.
 
     Roles keep the order of their first appearance in ``names``.
     """
-    groups: dict[str, list[int]] = {}
-    out: list[tuple[str, str | None]] = []
+    groups: dict[str, list[tuple[int, str]]] = {}
+    order: list[tuple[str, str | None]] = []
     for n in names:
         lr = layer_of(n)
         if lr is None:
-            out.append((n, None))
+            order.append((n, None))
             continue
         layer, role = lr
         if role not in groups:
             groups[role] = []
-            out.append((role, role))
-        groups[role].append(layer)
-    return [n if role is None else f"blk.{_spans(groups[role])}.{role}" for n, role in out]
+            order.append((role, role))
+        groups[role].append((layer, n))
+    out = []
+    for n, role in order:
+        if role is None:
+            out.append((n, [n]))
+        else:
+            members = sorted(groups[role])
+            out.append((f"blk.{_spans([l for l, _ in members])}.{role}", [m for _, m in members]))
+    return out
+
+
+def ranges(names) -> list[str]:
+    """Names grouped per role into layer ranges: ``blk.15–34.attn_k.weight``; others as they are."""
+    return [label for label, _ in range_groups(names)]
 
 
 # ------------------------------------------------------------------ findings
@@ -217,8 +229,7 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
     out: list[Finding] = []
     for cause, names in by_cause.items():
         code, why = _CAUSE_TEXT[cause]
-        for rng in ranges(names):
-            members = [n for n in names if _in_range(n, rng)]
+        for rng, members in range_groups(names):
             types = sorted({planned[n].type for n in members if n in planned})
             text = why.format(layers=_layers_text(members), s="s" if len(members) > 1 else "",
                               tokens=_tokens_text(imx, facts),
@@ -241,25 +252,24 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
                         "to check the intended quantization")
             out.append(Finding(sev, code, f"no usable data for {rng}{count}: {text}{verdict}", SOURCE,
                                tensor=rng, file=imx.path, hint=hint))
-    for name, (got, want) in cov.mismatched.items():
-        if name in cov.missing:
-            continue
+    others = [n for n in cov.mismatched if n not in cov.missing]
+    for rng, members in range_groups(others):
+        got, want = cov.mismatched[members[0]]
         out.append(Finding("error", "imatrix-shape-mismatch",
-                           f"the imatrix entry for {name} holds {got} values where this model needs {want}; "
-                           f"llama-quantize stops when it reaches this tensor", SOURCE, tensor=name,
+                           f"the imatrix entry for {rng} holds {got} values where this model needs {want} (row "
+                           f"length × experts); llama-quantize stops when it reaches it", SOURCE, tensor=rng,
                            file=imx.path, hint="make the imatrix with llama-imatrix on this very model"))
-    partial: dict[str, list[str]] = {}
-    for name, experts in cov.partial.items():
-        partial.setdefault(_spans(experts), []).append(name)
-    for experts, names in partial.items():
-        for rng in ranges(names):
-            n_exp = len(_expand(experts))
-            out.append(Finding(
-                "warning", "imatrix-unrouted-experts",
-                f"{rng}: {n_exp} expert{'s' if n_exp != 1 else ''} ({experts}) never received a calibration "
-                f"token{_tokens_text(imx, facts)}; llama-quantize gives them flat importance", SOURCE,
-                tensor=rng, file=imx.path,
-                hint="run llama-imatrix on more and more varied text (more chunks) so every expert is routed to"))
+    for rng, members in range_groups(cov.partial):
+        total = sum(len(cov.partial[n]) for n in members)
+        detail = "; ".join(f"{n}: experts {_spans(cov.partial[n])}" for n in members[:8])
+        more = f"; … {len(members) - 8} more" if len(members) > 8 else ""
+        out.append(Finding(
+            "warning", "imatrix-unrouted-experts",
+            f"{rng}: {total} expert matri{'ces' if total != 1 else 'x'} in {len(members)} tensor"
+            f"{'s' if len(members) != 1 else ''} never received a calibration token{_tokens_text(imx, facts)}; "
+            f"llama-quantize gives them flat importance", SOURCE, tensor=rng, file=imx.path,
+            evidence=detail + more,
+            hint="run llama-imatrix on more and more varied text (more chunks) so every expert is routed to"))
     if cov.extra:
         sev = "error" if _other_model(imx, {}, cov.extra) else "warning"
         out.append(Finding(
@@ -270,22 +280,6 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
             SOURCE, file=imx.path,
             hint="make the imatrix with llama-imatrix on the model you quantize" if sev == "error" else
             "harmless for llama-quantize, but check the imatrix belongs to this model"))
-    return out
-
-
-def _in_range(name: str, rng: str) -> bool:
-    lr = layer_of(name)
-    if lr is None:
-        return name == rng
-    m = _BLOCK.match(rng)
-    return bool(m) and m.group(2) == lr[1] and lr[0] in _expand(m.group(1))
-
-
-def _expand(spans: str) -> set[int]:
-    out: set[int] = set()
-    for part in spans.split(","):
-        a, _, b = part.partition("\u2013")
-        out.update(range(int(a), int(b or a) + 1))
     return out
 
 
@@ -357,8 +351,7 @@ def value_findings(bad: list[BadRows], imx: IMatrix, cov: Coverage) -> list[Find
         return names, {b.name: b for b in bad}
 
     names, by = group("nonfinite")
-    for rng in ranges(names):
-        members = [n for n in names if _in_range(n, rng)]
+    for rng, members in range_groups(names):
         first = min(by[n].first_bad for n in members if by[n].first_bad is not None)
         out.append(Finding("error", "imatrix-nonfinite",
                            f"{rng}: NaN or Inf importance in {sum(len(by[n].nonfinite) for n in members)} "
@@ -366,16 +359,14 @@ def value_findings(bad: list[BadRows], imx: IMatrix, cov: Coverage) -> list[Find
                            f"value')", SOURCE, tensor=rng, file=imx.path, evidence=f"first at byte {first}",
                            hint="recompute the imatrix (an F16 overflow in the model or a corrupt file)"))
     names, by = group("negative")
-    for rng in ranges(names):
-        members = [n for n in names if _in_range(n, rng)]
+    for rng, members in range_groups(names):
         first = min(by[n].first_bad for n in members if by[n].first_bad is not None)
         out.append(Finding("error", "imatrix-negative",
                            f"{rng}: negative values in a sum of squares; the file is corrupt and quantizing "
                            f"with it would weight errors by nonsense", SOURCE, tensor=rng, file=imx.path,
                            evidence=f"first at byte {first}", hint="recompute the imatrix"))
     names, by = group("zero")
-    for rng in ranges(names):
-        members = [n for n in names if _in_range(n, rng)]
+    for rng, members in range_groups(names):
         needed = [n for n in members if n in required]
         out.append(Finding("error" if needed else "warning", "imatrix-zero-rows",
                            f"{rng}: importance is all zero in {sum(len(by[n].zero) for n in members)} matrix "
@@ -383,8 +374,7 @@ def value_findings(bad: list[BadRows], imx: IMatrix, cov: Coverage) -> list[Find
                            + (" and make garbage of the imatrix-only types planned here" if needed else ""),
                            SOURCE, tensor=rng, file=imx.path, hint="recompute the imatrix on real text"))
     names, by = group("flat")
-    for rng in ranges(names):
-        members = [n for n in names if _in_range(n, rng)]
+    for rng, members in range_groups(names):
         experts = _spans(sorted({i for n in members for i in by[n].flat}))
         out.append(Finding("warning", "imatrix-unrouted-experts",
                            f"{rng}: experts {experts} hold importance exactly 1.0, which llama-imatrix writes "

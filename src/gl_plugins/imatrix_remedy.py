@@ -1,0 +1,81 @@
+"""The remedy for imatrix gaps: pin each uncovered tensor to the cheapest type that needs no imatrix.
+
+The pins are anchored ``--tensor-type`` rules placed before the plan's own rules
+(llama-quantize uses the first rule that matches), so llama-quantize proceeds.
+The type is chosen on the bytes it will really take: a type whose block size
+does not divide the row length is charged for its shape fallback, and the
+rule names the type that will actually be used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+# General-purpose types llama-quantize makes without importance data, cheapest first.
+# Ternary (TQ*), 1-/2-bit experimental (Q1_0, Q2_0) and FP4 types are left out:
+# they are meant for models trained for them.
+CANDIDATES = ("Q2_K", "Q3_K", "IQ3_S", "IQ4_XS", "IQ4_NL", "Q4_0", "Q4_K", "Q5_0", "Q5_K", "Q6_K", "Q8_0")
+
+
+@dataclass
+class Remedy:
+    pins: dict[str, str]  # tensor -> type
+    rules: list[tuple[str, str]]  # (pattern, type), pins first, then the plan's own rules
+    before: object  # Resolution of the original plan
+    after: object  # Resolution with the pins
+    still_needing: list[str]  # uncovered tensors that would still need an imatrix (should be empty)
+
+    @property
+    def added_bytes(self) -> int:
+        return self.after.bytes - self.before.bytes
+
+    def summary(self) -> str:
+        mib = self.added_bytes / 2**20
+        return (f"pinned {len(self.pins)} tensor(s) to types that need no imatrix "
+                f"({', '.join(sorted(set(self.pins.values())))}): {self.before.bpw:.3f} -> "
+                f"{self.after.bpw:.3f} bpw ({self.after.bpw - self.before.bpw:+.3f} bpw, {mib:+.2f} MiB)")
+
+    def to_dict(self) -> dict:
+        return {"pins": self.pins, "rules": [f"{p}={t.lower()}" for p, t in self.rules],
+                "bpw_before": round(self.before.bpw, 4), "bpw_after": round(self.after.bpw, 4),
+                "bytes_added": self.added_bytes, "still_needing": self.still_needing}
+
+
+def cheapest_type(name: str, shape, ftype: str) -> str:
+    """The candidate type taking the fewest bytes for this tensor, after its shape fallback."""
+    from .ggml_types import get_type, tensor_bytes
+    from .quant_heuristics import requires_imatrix, shape_fallback
+
+    best = None
+    for cand in CANDIDATES:
+        final = shape_fallback(cand, int(shape[0]))
+        if requires_imatrix(name, final, ftype):
+            continue
+        size = tensor_bytes(get_type(final), shape)
+        if best is None or size < best[0]:
+            best = (size, final)
+    return best[1]
+
+
+def remedy(plan, facts, before, uncovered: list[str]) -> Remedy:
+    """Pins for the ``uncovered`` tensors of ``plan`` (resolved as ``before``) and the plan they give."""
+    from .plan import Rule, resolve
+    from .tensor_map import rules_for
+
+    ftype = before.plan.base_type
+    shapes = {a.name: a.shape for a in before.assignments}
+    needing = {a.name for a in before.assignments if a.needs_imatrix}
+    pins = {n: cheapest_type(n, shapes[n], ftype) for n in uncovered if n in needing}
+    pin_rules = rules_for(pins)
+    rules = pin_rules + [(r.pattern, r.type) for r in plan.rules]
+    pinned = replace(plan, rules=[Rule(p, t) for p, t in pin_rules] + list(plan.rules))
+    after = resolve(pinned, facts)
+    still = [a.name for a in after.assignments if a.needs_imatrix and a.name in set(uncovered)]
+    return Remedy(pins, rules, before, after, still)
+
+
+def write_rules(path, rem: Remedy) -> None:
+    """Write the rules as a ``--tensor-type-file`` (atomically)."""
+    from .tensor_map import write_map
+
+    write_map(path, rem.rules)

@@ -23,20 +23,10 @@ import click
 
 from .errors import GLError
 from .ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type
-from .plan import Rule, TensorPlan, tensor_size
+from .plan import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan, tensor_size
 from . import quant_heuristics as qh
 from .tensor_map import rules_for
 
-# Types llama-quantize can produce (the default type of some file type).
-PRODUCIBLE = frozenset(t for _, t in FTYPES.values())
-# The file type whose default is a given ggml type; used as the base type of a plan.
-FTYPE_FOR_TYPE = {
-    "Q2_K": "Q2_K", "Q3_K": "Q3_K_S", "Q4_K": "Q4_K_S", "Q5_K": "Q5_K_S", "Q6_K": "Q6_K", "Q8_0": "Q8_0",
-    "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": "Q5_1", "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS",
-    "IQ3_S": "IQ3_S", "IQ3_XXS": "IQ3_XXS", "IQ2_S": "IQ2_M", "IQ2_XS": "IQ2_XS", "IQ2_XXS": "IQ2_XXS",
-    "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M", "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0", "MXFP4": "MXFP4_MOE",
-    "Q1_0": "Q1_0", "Q2_0": "Q2_0", "F16": "F16", "BF16": "BF16", "F32": "F32",
-}
 EMBEDDINGS = ("token_embd.weight", "per_layer_token_embd.weight")
 
 

@@ -50,7 +50,7 @@ class MapSyntaxError(GLError):
         super().__init__(f"{where}{pos}: {reason} in rule {token!r}; llama-quantize would stop here")
 
 
-def _tokens(data: bytes):
+def tokens(data: bytes):
     """(token, line) pairs, split on ASCII whitespace as ``std::ifstream >> std::string`` does."""
     line = 1
     i, n = 0, len(data)
@@ -90,7 +90,7 @@ def parse_token(token: str, index: int, *, where: str = "--tensor-type", line: i
 
 def parse_map_bytes(data: bytes, where: str) -> list[MapRule]:
     rules = []
-    for raw, line in _tokens(data):
+    for raw, line in tokens(data):
         token = raw.decode("utf-8", "surrogateescape")
         rules.append(parse_token(token, len(rules) + 1, where=where, line=line))
     return rules

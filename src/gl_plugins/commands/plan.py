@@ -1,0 +1,217 @@
+"""``gl plan``: make a tensor map with a recipe, or lint a hand-written one (``gl plan lint``)."""
+
+from __future__ import annotations
+
+import click
+
+MIB = 1024 * 1024
+
+
+def _prescan(args: list[str], flag: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a[len(flag) + 1:]
+    return None
+
+
+class PlanCommand(click.Command):
+    """``gl plan MODEL --recipe NAME [recipe options]``; ``gl plan lint …`` dispatches to the linter.
+
+    The options of the chosen recipe are added when ``--recipe`` is seen, so
+    ``gl plan --recipe budget --help`` shows budget's options.
+    """
+
+    def parse_args(self, ctx, args):
+        if args[:1] == ["lint"]:
+            ctx.meta["gl.plan.lint"] = lint.make_context("gl plan lint", list(args[1:]), parent=ctx)
+            return []
+        self.params = list(_BASE_PARAMS)
+        name = _prescan(args, "--recipe")
+        if name:
+            from .. import plugins
+
+            recipe = plugins.collect("gl_register_recipes").get(name)
+            if recipe is not None:
+                taken = {o for p in self.params for o in p.opts}
+                self.params += [o for o in recipe.options if not taken & set(o.opts)]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        sub = ctx.meta.get("gl.plan.lint")
+        if sub is not None:
+            with sub:
+                return lint.invoke(sub)
+        return super().invoke(ctx)
+
+    def format_epilog(self, ctx, formatter):
+        from .. import plugins
+
+        rows = [(n, r.description) for n, r in sorted(plugins.collect("gl_register_recipes").items())]
+        with formatter.section("Recipes (gl plan --recipe NAME --help shows a recipe's options)"):
+            formatter.write_dl(rows)
+        with formatter.section("Lint a hand-written map"):
+            formatter.write_text("gl plan lint MAP --model MODEL [--base-type T] [--target-bpw X] [--json]")
+
+
+def _plan(model, recipe, output, as_json, **options):
+    """Make a llama.cpp tensor-type map for MODEL with a recipe and show what it will do.
+
+    Prints each class of tensors with its types, count and size, the totals
+    (bytes, bits per weight), the tensors whose type had to be fitted to their
+    row length, and the complete llama-quantize command. With -o the map is
+    written there (atomically); the command names it.
+    """
+    from .. import plugins
+    from ..errors import GLError
+    from ..facts import load_facts
+    from ..findings import dumps
+    from ..plan import command, plan_to_dict, resolve
+    from ..tensor_map import render, write_map
+
+    recipes = plugins.collect("gl_register_recipes")
+    if not recipe:
+        raise click.UsageError("choose a recipe with --recipe NAME (one of: " + ", ".join(sorted(recipes)) + ")")
+    if recipe not in recipes:
+        raise GLError(f"unknown recipe {recipe!r}; installed recipes: {', '.join(sorted(recipes))}")
+    facts = load_facts(model)
+    if not facts.tensors:
+        raise GLError(f"{model}: gl needs the tensor list to plan; give a GGUF file, not {facts.kind} facts")
+    r = recipes[recipe]
+    plan = r.plan(facts, **{k: v for k, v in options.items() if v is not None and v != ()})
+    res = resolve(plan, facts)
+    if output:
+        write_map(output, plan.rules)
+    imatrix_path = plan.params.get("imatrix") if isinstance(plan.params.get("imatrix"), str) else None
+    cmd = command(plan, "INPUT", "OUTPUT", output or ("MAP" if plan.rules else None), imatrix_path)
+    if as_json:
+        click.echo(dumps({
+            "model": facts.source, "recipe": recipe, "params": plan.params, "plan": plan_to_dict(plan),
+            "bpw": round(res.bpw, 4), "bytes": res.bytes, "n_params": res.n_params,
+            "classes": _classes(res), "fallbacks": [a.name for a in res.fallbacks()],
+            "needs_imatrix": [a.name for a in res.needs_imatrix()],
+            "tensors": [{"name": a.name, "type": a.type, "reason": a.reason, "bytes": a.bytes}
+                        for a in res.assignments],
+            "map_path": output, "map": render(plan.rules), "command": cmd}))
+        return
+    _print_plan(facts, recipe, plan, res, output, cmd)
+
+
+def _classes(res) -> list[dict]:
+    from ..recipes import role
+
+    rows: dict[str, dict] = {}
+    for a in res.assignments:
+        key = "not quantized (norms, 1-D)" if a.reason == "not quantizable" else role(a.name)
+        row = rows.setdefault(key, {"class": key, "tensors": 0, "bytes": 0, "n_params": 0, "types": {}})
+        row["tensors"] += 1
+        row["bytes"] += a.bytes
+        row["n_params"] += a.n_elements
+        row["types"][a.type] = row["types"].get(a.type, 0) + 1
+    out = sorted(rows.values(), key=lambda r: (r["class"].startswith("not quantized"), -r["bytes"]))
+    for r in out:
+        r["bpw"] = round(r["bytes"] * 8 / r["n_params"], 3) if r["n_params"] else 0.0
+    return out
+
+
+def _print_plan(facts, recipe, plan, res, output, cmd) -> None:
+    import os
+    import shlex
+
+    echo = click.echo
+    echo(f"{os.path.basename(facts.source)}: {facts.architecture}, {len(facts.tensors)} tensors, "
+         f"{res.n_params / 1e6:.1f}M parameters; recipe {recipe}")
+    shown = {k: v for k, v in plan.params.items() if k not in ("fitted", "classes", "n_params")}
+    echo("parameters: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    echo("")
+    echo(f"  {'class':<28}{'tensors':>8}  {'types':<26}{'MiB':>9}{'bpw':>8}")
+    for row in _classes(res):
+        types = ", ".join(f"{t}x{n}" if len(row["types"]) > 1 else t for t, n in sorted(row["types"].items()))
+        echo(f"  {row['class']:<28}{row['tensors']:>8}  {types:<26}{row['bytes'] / MIB:>9.2f}{row['bpw']:>8.2f}")
+    echo(f"  {'total':<28}{len(res.assignments):>8}  {'':<26}{res.bytes / MIB:>9.2f}{res.bpw:>8.3f}")
+    echo("")
+    fitted = plan.params.get("fitted") or []
+    if fitted:
+        groups: dict[tuple, list] = {}
+        for name, asked, used in fitted:
+            groups.setdefault((asked, used), []).append(name)
+        echo(f"fitted to row length ({len(fitted)} tensors; the map names the type llama.cpp can use):")
+        for (asked, used), names in sorted(groups.items()):
+            more = f" … ({len(names)})" if len(names) > 3 else ""
+            echo(f"  {asked} -> {used}: {', '.join(names[:3])}{more}")
+    fb = res.fallbacks()
+    echo(f"falls back in llama-quantize: {len(fb)} tensor(s)" + (":" if fb else ""))
+    for a in fb[:20]:
+        echo(f"  {a.name}: {a.requested} -> {a.type}")
+    needs = res.needs_imatrix()
+    if needs:
+        echo(f"needs an imatrix: {len(needs)} tensor(s) ({', '.join(sorted({a.type for a in needs}))})")
+    if output:
+        echo(f"map written: {output} ({len(plan.rules)} rules)")
+    elif plan.rules:
+        echo(f"map: {len(plan.rules)} rules (write it with -o FILE; the command calls it MAP)")
+    echo("llama-quantize " + " ".join(shlex.quote(a) for a in cmd))
+
+
+_BASE_PARAMS = [
+    click.Argument(["model"]),
+    click.Option(["--recipe"], metavar="NAME", help="Recipe (tensor-map generator) to use."),
+    click.Option(["-o", "--output"], type=click.Path(dir_okay=False), help="Write the tensor-type file here."),
+    click.Option(["--json", "as_json"], is_flag=True, help="Print a JSON document."),
+]
+
+plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan.__doc__,
+                   short_help="Make or lint a llama.cpp tensor-type map.")
+
+
+@click.command("lint")
+@click.argument("map_path", required=False, metavar="MAP")
+@click.option("--model", "-m", required=True, help="The model the map is for (GGUF).")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
+              help="A rule as given to llama-quantize --tensor-type (repeatable; read before MAP).")
+@click.option("--base-type", metavar="TYPE", help="The file type given to llama-quantize (default: assumed "
+                                                  "from the rules, and said so).")
+@click.option("--target-bpw", type=float, help="The bits per weight the map is meant to give.")
+@click.option("--token-embedding-type", metavar="TYPE", help="As given to llama-quantize.")
+@click.option("--output-tensor-type", metavar="TYPE", help="As given to llama-quantize.")
+@click.option("--imatrix", "with_imatrix", is_flag=True, help="llama-quantize will get --imatrix.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_type, output_tensor_type,
+         with_imatrix, as_json):
+    """Check a hand-written tensor-type MAP against MODEL: what llama-quantize will really do with it.
+
+    Reports every token llama-quantize would reject (with its line), patterns that
+    lowercasing changes, rules that match nothing, are shadowed by earlier rules or
+    match more than their text says (blk.1 also catches blk.10-blk.19), unescaped
+    dots, types that fall back on these row lengths and what that costs, and the
+    real bits per weight against --target-bpw.
+
+    Exit status: 0 clean; 1 when something makes the result differ from what the
+    file says; 2 when llama-quantize would reject the map (or the input is unusable).
+    """
+    from ..errors import GLError
+    from ..facts import load_facts
+    from ..findings import dumps, summary
+    from ..plan_lint import lint_file
+
+    if not map_path and not tensor_types:
+        raise click.UsageError("give a MAP file or at least one --tensor-type PATTERN=TYPE")
+    facts = load_facts(model)
+    if not facts.tensors:
+        raise GLError(f"{model}: linting needs the model's tensor list; give a GGUF file")
+    report = lint_file(map_path, facts, option_rules=list(tensor_types), base_type=base_type,
+                       target_bpw=target_bpw, token_embedding_type=token_embedding_type,
+                       output_tensor_type=output_tensor_type, imatrix=with_imatrix)
+    ctx = click.get_current_context()
+    if as_json:
+        click.echo(dumps(report.to_dict()))
+        ctx.exit(report.exit_status)
+    for f in report.findings:
+        click.echo(f.text())
+    res = report.resolution
+    prefix = "if the rejected tokens are removed, " if not report.usable else ""
+    click.echo(f"{prefix}llama-quantize {report.base_type} with this map gives {res.bpw:.2f} bpw "
+               f"({res.bytes / MIB:.2f} MiB, {len(res.fallbacks())} tensor(s) falling back)")
+    click.echo(summary(report.findings))
+    ctx.exit(report.exit_status)

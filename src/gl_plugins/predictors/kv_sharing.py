@@ -66,7 +66,8 @@ class KvSharing:
                               [why, f"at {quant} their {len(kv)} attn_k/attn_v tensors get {types}, which "
                                     f"llama-quantize makes without importance data; being unused, their "
                                     f"precision does not matter",
-                               "`gl imatrix audit` shows the same gap when an imatrix is used"], evidence)
+                               f"`gl imatrix audit IMATRIX -m {facts.source} -q {quant}` shows the same gap "
+                               f"when an imatrix is used"], evidence)
         types = ", ".join(sorted({a.type for a in blocked}))
         rule = pin_rule(sorted({int(a.name.split(".")[1]) for a in blocked}), blocked[0].shape[0])
         where = "derived from the config's widths" if derived else "in this file"
@@ -75,6 +76,6 @@ class KvSharing:
             f"at {quant} their {len(blocked)} attn_k/attn_v tensors ({where}) get {types}, which llama-quantize "
             f"will not make without importance data: it stops with \"Missing importance matrix for tensor "
             f"{blocked[0].name} in a very low-bit quantization\"",
-            f"pin them first in the tensor-type file, e.g. {rule}, and check the imatrix against the plan "
-            f"with `gl imatrix audit`",
+            f"pin them first in the tensor-type file, e.g. {rule}, and check the imatrix with "
+            f"`gl imatrix audit IMATRIX -m {facts.source} -q {quant}` (its --emit-rules writes such pins)",
         ], {**evidence, "pin_rule": rule})

@@ -272,3 +272,25 @@ def test_a_predictor_that_raises_is_reported_and_the_others_still_run(tmp_path):
         assert re.search(r"^  ffn-ratio\s+4\s+1\s+0\s+0$", r.stdout, re.M)
     finally:
         plugins.reset()
+
+
+class _CrashPlugin:
+    @hookimpl
+    def gl_register_predictors(self, register):
+        raise ValueError("bad predictor table")
+
+
+def test_a_plugin_failing_to_register_makes_the_run_incomplete(tmp_path):
+    from gl_plugins import plugins
+    from gl_plugins.cli import cli
+
+    cfg = write_config(tmp_path / "m", "mistral-small-2409")
+    plugins.reset()
+    try:
+        plugins.get_manager().register(_CrashPlugin(), name="gl-crash")
+        r = CliRunner().invoke(cli, ["predict", str(cfg), "-q", "Q2_K", "--json"], catch_exceptions=False)
+        assert r.exit_code == 1
+        assert "plugin 'gl-crash' failed in hook gl_register_predictors: ValueError: bad predictor table" in r.stderr
+        assert {e["predictor"] for e in json.loads(r.stdout)} == BUILTINS | {"combined"}
+    finally:
+        plugins.reset()

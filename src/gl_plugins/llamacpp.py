@@ -139,17 +139,16 @@ def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     return dest
 
 
-def _run_build(cmd: list[str], cwd: Path, bar=None) -> None:
+def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
+    """Run a build step; ``progress(done, total)`` follows ninja's ``[n/N]`` lines."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     try:
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-30:]
             m = re.match(r"\[(\d+)/(\d+)\]", line)
-            if m and bar is not None:
-                bar.total = int(m.group(2))
-                bar.n = int(m.group(1))
-                bar.refresh()
+            if m and progress is not None:
+                progress(int(m.group(1)), int(m.group(2)))
     finally:
         rc = proc.wait()
     if rc != 0:
@@ -184,9 +183,17 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
         _run_build(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja",
                     f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS], work)
         jobs = jobs or os.cpu_count() or 2
-        with tqdm(desc="building llama.cpp", unit="step", total=1, file=sys.stderr,
-                  disable=None) as bar:
-            _run_build(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TOOLS], work, bar)
+        with tqdm(desc="building llama.cpp", unit="step", total=1, file=sys.stderr, disable=None) as bar:
+            logged = [0]
+
+            def progress(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+                if bar.disable and done * 10 // total > logged[0]:  # no terminal: a line per 10 %
+                    logged[0] = done * 10 // total
+                    echo(f"building llama.cpp: {done}/{total} steps")
+
+            _run_build(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TOOLS], work, progress)
         staged = work / "out" / "bin"
         staged.mkdir(parents=True)
         for t in TOOLS:

@@ -1,0 +1,56 @@
+"""Fixtures and helpers shared by the publish tests: the fake Ollama server, private caches, requests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from ollama_fake import FakeOllama
+
+
+@pytest.fixture
+def fake_ollama(tmp_path):
+    """A fresh fake Ollama server on 127.0.0.1 with a random port; pushes allowed to namespace lab."""
+    with FakeOllama(tmp_path / "ollama-server", allowed_namespaces=("lab",)) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def private_caches(tmp_path, monkeypatch):
+    """Digest and validation caches of this test only; no Ollama host or key from the environment."""
+    monkeypatch.setenv("GL_DIGEST_CACHE", str(tmp_path / "cache" / "digests.json"))
+    monkeypatch.setenv("GL_VALIDATION_CACHE", str(tmp_path / "cache" / "validations"))
+    for var in ("OLLAMA_HOST", "OLLAMA_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def closed_port_url() -> str:
+    """The URL of a port nothing listens on."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def write_config(folder: Path, body: str) -> Path:
+    p = folder / "gl.toml"
+    p.write_text(body)
+    return p
+
+
+def request_for(config: Path, name: str, host: str, *, push: bool = False, retry_seconds: float | None = None,
+                echo=None):
+    """A PublishRequest for a gl.toml variant, as gl publish prepares it (without validation)."""
+    from gl_plugins.config import load_config
+    from gl_plugins.publish import build_request, options_from
+
+    cfg = load_config(config)
+    assert cfg.problems == [], [p.message for p in cfg.problems]
+    options = options_from(cfg.publish, host=host, push=push, progress=False)
+    if retry_seconds is not None:
+        options.retry_seconds = retry_seconds
+    lines = [] if echo is None else echo
+    return build_request(cfg, cfg.variant(name), options, echo=lines.append)

@@ -243,7 +243,11 @@ def required_literal(pattern: str) -> str:
             cut()
             if nxt in ("?", "*", "{", "+"):
                 i += 1
-        elif depth or c in ".^$*+?{}|" or nxt in ("?", "*", "{"):
+        elif c == "{" and not depth:
+            cut()
+            close = pattern.find("}", i)
+            i = close if close >= 0 else n
+        elif depth or c in ".^$*+?}|" or nxt in ("?", "*", "{"):
             cut()
         else:
             cur.append(c)
@@ -286,10 +290,11 @@ class NameIndex:
     def searching(self, rx: re.Pattern) -> list[int]:
         """Indices of the names ``rx`` (compiled with MULTILINE, unable to match a newline) finds."""
         text, starts, out = self.text, self.starts, []
+        names = self.names
         m = rx.search(text)
         while m is not None:
             i = self._name_at(m.start())
-            if i >= 0:
+            if i >= 0 and m.end() <= starts[i] + len(names[i]):
                 out.append(i)
             nxt = starts[i + 1] if i + 1 < len(starts) else len(text)
             if nxt >= len(text):

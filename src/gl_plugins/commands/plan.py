@@ -55,7 +55,7 @@ class PlanCommand(click.Command):
             formatter.write_text("gl plan lint MAP --model MODEL [--base-type T] [--target-bpw X] [--json]")
 
 
-def _plan(model, recipe, output, as_json, **options):
+def _plan(model, recipe, output, as_json, verify, **options):
     """Make a llama.cpp tensor-type map for MODEL with a recipe and show what it will do.
 
     Prints each class of tensors with its types, count and size, the totals
@@ -85,6 +85,13 @@ def _plan(model, recipe, output, as_json, **options):
         write_map(output, plan.rules)
     imatrix_path = plan.params.get("imatrix") if isinstance(plan.params.get("imatrix"), str) else None
     cmd = command(plan, "INPUT", "OUTPUT", output or ("MAP" if plan.rules else None), imatrix_path)
+    verified = None
+    if verify:
+        from ..dry_run import disagreements, dry_run
+
+        if facts.kind != "gguf":
+            raise GLError(f"{model}: --verify needs a GGUF file for llama-quantize to read")
+        verified = disagreements(res, dry_run(facts.source, plan, imatrix_path=imatrix_path))
     if as_json:
         click.echo(dumps({
             "model": facts.source, "recipe": recipe, "params": plan.params, "plan": plan_to_dict(plan),
@@ -93,9 +100,19 @@ def _plan(model, recipe, output, as_json, **options):
             "needs_imatrix": [a.name for a in res.needs_imatrix()],
             "tensors": [{"name": a.name, "type": a.type, "reason": a.reason, "bytes": a.bytes}
                         for a in res.assignments],
-            "map_path": output, "map": render(plan.rules), "command": cmd}))
-        return
-    _print_plan(facts, recipe, plan, res, output, cmd)
+            "map_path": output, "map": render(plan.rules), "command": cmd,
+            **({"verify": {"agrees": not verified, "disagreements": verified}} if verify else {})}))
+    else:
+        _print_plan(facts, recipe, plan, res, output, cmd)
+        if verify:
+            if verified:
+                click.echo(f"llama-quantize --dry-run disagrees on {len(verified)} point(s):")
+                for line in verified[:30]:
+                    click.echo(f"  {line}")
+            else:
+                click.echo(f"llama-quantize --dry-run agrees on all {len(res.assignments)} tensors and the total")
+    if verified:
+        click.get_current_context().exit(1)
 
 
 def _classes(res) -> list[dict]:
@@ -159,6 +176,8 @@ _BASE_PARAMS = [
     click.Option(["--recipe"], metavar="NAME", help="Recipe (tensor-map generator) to use."),
     click.Option(["-o", "--output"], type=click.Path(dir_okay=False), help="Write the tensor-type file here."),
     click.Option(["--json", "as_json"], is_flag=True, help="Print a JSON document."),
+    click.Option(["--verify"], is_flag=True, help="Also run llama-quantize --dry-run on MODEL (a GGUF) and "
+                                                  "check that it agrees tensor by tensor; exit 1 if not."),
 ]
 
 plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan.__doc__,

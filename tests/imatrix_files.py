@@ -123,13 +123,16 @@ def cache_dir() -> Path:
 
 
 def real_imatrix(model: Path, fmt: str) -> Path:
-    """An imatrix made by the real llama-imatrix on ``model`` (cached by every input that shapes it)."""
+    """An imatrix made by the real llama-imatrix on ``model`` (cached by every input that shapes it).
+
+    Both formats come from the same folder and calibration file, so they record the same dataset.
+    """
     from gl_plugins.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_tool
 
     text = calibration_text()
     st = model.stat()
     key = hashlib.sha256("\0".join([LLAMA_CPP_PYTHON_VERSION, model.name, str(st.st_size), str(st.st_mtime_ns),
-                                    hashlib.sha256(text.encode()).hexdigest(), *IMATRIX_ARGS, fmt])
+                                    hashlib.sha256(text.encode()).hexdigest(), *IMATRIX_ARGS])
                          .encode()).hexdigest()[:16]
     folder = cache_dir() / f"imatrix-{key}"
     out = folder / ("imatrix.gguf" if fmt == "gguf" else "imatrix.dat")

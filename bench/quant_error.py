@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     rule = f"^blk\\.(?!(?:{keep})\\.)=f16"
     ref = None
     rows = {}
+    wanted = {n for n in imx.entries if any(n.startswith(f"blk.{i}.") for i in LAYERS)}
     for T in TYPES:
         errs = {}
         for use_imatrix in (False, True):
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
             if use_imatrix:
                 args += ["--imatrix", imx_path]
             llamacpp.run_tool("llama-quantize", [*args, base, out, FTYPE[T], a.threads])
-            q = weights(out)
+            q = weights(out, wanted)
             if ref is None:
                 ref = weights(base, set(q))
             num = den = 0.0

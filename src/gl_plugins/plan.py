@@ -153,7 +153,8 @@ def plan_from_dict(d: dict, where: str = "plan") -> TensorPlan:
     for key in ("token_embedding_type", "output_tensor_type", "recipe"):
         if d.get(key) is not None and not isinstance(d[key], str):
             raise GLError(f"{where}: {key!r} must be a string or null")
-    params = d.get("params") or {}
+    params = d.get("params")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise GLError(f"{where}: 'params' must be an object")
     return TensorPlan(base_type=d["base_type"], rules=out, token_embedding_type=d.get("token_embedding_type"),

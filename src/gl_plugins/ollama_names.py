@@ -102,9 +102,9 @@ def split_name(s: str) -> dict[str, str]:
 
 def parse_name(s: str, *, what: str = "model name") -> ModelName:
     """Parse and check a name; raises :class:`NameError_` naming the bad part."""
-    if not isinstance(s, str) or not s.strip():
+    if not isinstance(s, str) or not s:
         raise NameError_(f"{what} is empty")
-    parts = split_name(s.strip())
+    parts = split_name(s)
     if "digest" in parts:
         raise NameError_(f"{what} {s!r}: a digest (@…) cannot be used here")
     for kind in ("host", "namespace", "model", "tag"):

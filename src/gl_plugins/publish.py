@@ -71,6 +71,7 @@ class PublishResult:
     unchanged: bool = False
     pushed: str | None = None
     files: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # time per step, e.g. {"upload": 1.9}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -149,6 +149,7 @@ class OllamaPublisher:
                 self._retarget(req, fresh)
                 continue
             result.uploaded_bytes = req.size
+            result.seconds["upload"] = seconds
             rate = req.size / seconds if seconds > 0 else float("inf")
             result.actions.append(f"uploaded {req.gguf.name}: {_human(req.size)} in {seconds:.1f} s "
                                   f"({_human(rate)}/s)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,44 @@ MARKER_RE = re.compile(r"<\|[^<>|\s]{1,48}\|>|<\|[A-Za-z_][\w.]{0,47}>|<[A-Za-z_
 _SEMVER_RE = re.compile(r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 
 
+class Vocabulary:
+    """Membership tests on a GGUF's token list without decoding all of it.
+
+    A token ``t`` is in the list when the bytes ``u64(len(t)) + t`` occur in the
+    array's byte range: token texts hold no NUL bytes, so such a run can only
+    be a whole element.
+    """
+
+    def __init__(self, raw):
+        self._set: set[str] | None = None
+        self._blob: bytes | None = None
+        if hasattr(raw, "path") and raw.elem_type == 8:  # a lazy GGUFArray of strings
+            self.count = raw.count
+            with open(raw.path, "rb") as f:
+                import mmap
+
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    pos, unpack = raw.offset, struct.Struct("<Q").unpack_from
+                    for _ in range(raw.count):
+                        pos += 8 + unpack(mm, pos)[0]
+                    self._blob = mm[raw.offset:pos]
+        else:
+            self._set = set(raw or [])
+            self.count = len(self._set)
+
+    def __contains__(self, token: str) -> bool:
+        if self._set is not None:
+            return token in self._set
+        data = token.encode("utf-8")
+        return self._blob.find(struct.pack("<Q", len(data)) + data) >= 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
 @dataclass
 class ChatInfo:
     """What a GGUF says about chatting with it."""
@@ -35,7 +74,7 @@ class ChatInfo:
     path: str
     architecture: str | None
     chat_template: str | None
-    tokens: set[str] = field(default_factory=set)
+    tokens: Vocabulary | set[str] = field(default_factory=set)
     bos: str | None = None
     eos: str | None = None
 
@@ -45,15 +84,29 @@ def chat_info(path: str | os.PathLike) -> ChatInfo:
 
     h = read_header(path)
     raw = h.get("tokenizer.ggml.tokens") or []
-    tokens = raw.load() if hasattr(raw, "load") else list(raw)
+    vocab = Vocabulary(raw)
 
     def tok(key):
         i = h.get(key)
-        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+        if not isinstance(i, int) or not 0 <= i < len(vocab):
+            return None
+        return raw[i] if isinstance(raw, list) else _token_at(raw, i)
 
     tmpl = h.get("tokenizer.chat_template")
-    return ChatInfo(os.fspath(path), h.architecture, tmpl if isinstance(tmpl, str) else None, set(tokens),
+    return ChatInfo(os.fspath(path), h.architecture, tmpl if isinstance(tmpl, str) else None, vocab,
                     tok("tokenizer.ggml.bos_token_id"), tok("tokenizer.ggml.eos_token_id"))
+
+
+def _token_at(raw, index: int) -> str:
+    """One element of a lazy string array, found by skipping the ones before it."""
+    import mmap
+
+    with open(raw.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        pos, unpack = raw.offset, struct.Struct("<Q").unpack_from
+        for _ in range(index):
+            pos += 8 + unpack(mm, pos)[0]
+        n = unpack(mm, pos)[0]
+        return mm[pos + 8:pos + 8 + n].decode("utf-8", "replace")
 
 
 def markers(text: str) -> list[str]:

@@ -131,3 +131,12 @@ def test_gl_modelfile_render_for_a_gguf(gl, tmp_path, gemma_q4):
     assert code == 0 and "<|im_start|>" in out
     code, _, err = gl("modelfile", "render", "--gguf", gemma_q4, "--family", "vicuna")
     assert code == 2 and "unknown Modelfile family 'vicuna'" in err
+
+
+def test_the_shipped_templates_lint_clean_as_templates(gl):
+    files = sorted((Path(__file__).resolve().parents[1] / "modelfiles").glob("*.Modelfile"))
+    assert len(files) == len(FAMILIES)
+    code, out, err = gl("modelfile", "lint", "--template", "--strict", *files)
+    assert code == 0, out + err
+    code, out, _ = gl("modelfile", "lint", files[0])
+    assert code == 1 and "modelfile-from-missing" in out  # as a plain Modelfile, ./model.gguf is missing

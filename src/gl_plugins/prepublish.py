@@ -74,9 +74,9 @@ def _validation_cache() -> Path:
 def _validation_key(variant: Variant, validators: list[str]) -> str:
     from . import __version__
 
-    st = variant.gguf.stat()
+    st = variant.gguf.stat()  # the file's identity: hard links and renames keep it, any write changes it
     base = _base_path(variant) if variant.build else None
-    parts = [os.fspath(variant.gguf.resolve()), st.st_size, st.st_mtime_ns, __version__, sorted(validators),
+    parts = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, __version__, sorted(validators),
              os.fspath(base) if base else None]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 

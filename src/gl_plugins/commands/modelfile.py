@@ -40,9 +40,11 @@ def _gguf_for(path: str, gguf: str | None):
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--gguf", type=click.Path(exists=True, dir_okay=False),
               help="Hold every Modelfile against this GGUF (default: its FROM, when that is a GGUF file).")
+@click.option("--template", "templates", is_flag=True,
+              help="The files are templates (like modelfiles/*.Modelfile): FROM is a placeholder gl replaces.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def lint(files, gguf, strict, as_json):
+def lint(files, gguf, templates, strict, as_json):
     """Check Modelfiles the way Ollama reads them; exit 1 when any has an error.
 
     Besides Ollama's grammar and parameter types, a Modelfile is held against
@@ -56,7 +58,7 @@ def lint(files, gguf, strict, as_json):
     for f in files:
         if not os.path.exists(f):
             raise InputError(f, "file not found")
-        findings += lint_file(f, gguf=_gguf_for(f, gguf))
+        findings += lint_file(f, gguf=_gguf_for(f, gguf), check_from=not templates)
     if as_json:
         click.echo(dumps([x.to_dict() for x in findings]))
     else:

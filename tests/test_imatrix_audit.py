@@ -326,3 +326,63 @@ def test_coverage_auditor_is_a_plugin_a_third_party_can_replace():
         assert isinstance(plugins.collect("gl_register_auditors")["coverage"], Mine)
     finally:
         plugins.reset()
+
+
+def test_a_gl_plan_json_is_audited_and_the_printed_command_runs(gemma4, tmp_path, gl):
+    model, imx = gemma4
+    code, out, err = gl("plan", model, "--recipe", "uniform", "--type", "IQ2_XXS", "--json")
+    assert code == 0, err
+    plan = tmp_path / "plan.json"
+    plan.write_text(out)
+    rules = tmp_path / "rules.txt"
+    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", plan, "--json", "--emit-rules", rules)
+    assert code == 1
+    doc = json.loads(out)
+    # a uniform IQ2_XXS plan puts attn_v and the token embedding at IQ2_XXS too
+    assert doc["missing_ranges"] == ["token_embd.weight", "blk.3\u20135.attn_k.weight",
+                                     "blk.3\u20135.attn_v.weight"]
+    cmd = doc["remedy"]["command"]
+    assert doc["remedy"]["options"] == {"token_embedding_type": "Q2_K"}
+    assert cmd[cmd.index("--token-embedding-type") + 1] == "q2_k"
+    assert cmd[0] == "llama-quantize" and "--tensor-type-file" in cmd and "OUT.gguf" in cmd
+    out_path = tmp_path / "o.gguf"
+    r = run_quantize(*[str(out_path) if a == "OUT.gguf" else a for a in cmd[1:]])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert tensor_types(out_path)["blk.5.attn_v.weight"] == "Q2_K"
+
+
+def test_a_model_without_a_tensor_list_is_refused(gemma4, tmp_path, gl):
+    _, imx = gemma4
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+                               "num_hidden_layers": 2, "intermediate_size": 512, "num_attention_heads": 4}))
+    code, _, err = gl("imatrix", "audit", imx, "--model", cfg, "--quant", "IQ2_XXS")
+    assert code == 2 and "needs the model's tensor list" in err
+
+
+def test_an_iq2_token_embedding_aborts_llama_quantize_and_is_caught(tmp_path, gl):
+    """llama-quantize exempts token_embd from its imatrix check, then ggml aborts making IQ2_XXS
+    without data; llama-imatrix never records embeddings, so such a plan always crashes."""
+    model = write_model(tmp_path / "llama.gguf", SynthSpec(arch="llama", n_layer=2))[0]
+    imx = write_gguf_imatrix(tmp_path / "full.gguf", forward_pass_entries(load_facts(model)))
+    code, out, err = gl("plan", model, "--recipe", "uniform", "--type", "IQ2_XXS", "--json")
+    assert code == 0, err
+    (tmp_path / "plan.json").write_text(out)
+    rules = tmp_path / "rules.txt"
+    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", tmp_path / "plan.json", "--json",
+                      "--emit-rules", rules)
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["missing"] == ["token_embd.weight"]
+    [f] = doc["findings"]
+    assert f["code"] == "imatrix-missing-outside-blk" and "GGML_ASSERT(imatrix != NULL)" in f["message"]
+    from gl_plugins.plan import command, plan_from_dict
+
+    plan = plan_from_dict(json.loads((tmp_path / "plan.json").read_text())["plan"])
+    crashed = run_quantize(*command(plan, model, tmp_path / "x.gguf", imatrix_path=imx))
+    assert crashed.returncode != 0 and "GGML_ASSERT(imatrix != NULL)" in crashed.stdout + crashed.stderr
+    cmd = doc["remedy"]["command"]
+    r = run_quantize(*[str(tmp_path / "o.gguf") if a == "OUT.gguf" else a for a in cmd[1:]])
+    assert r.returncode == 0, r.stderr[-2000:]
+    types = tensor_types(tmp_path / "o.gguf")
+    assert types["token_embd.weight"] == "Q2_K" and types["blk.0.ffn_up.weight"] == "IQ2_XXS"

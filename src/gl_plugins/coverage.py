@@ -26,6 +26,10 @@ SOURCE = "coverage"
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 EXEMPT = ("token_embd.weight", "per_layer_token_embd.weight", "output.weight")
 
+# ggml_quantize_requires_imatrix: ggml aborts (GGML_ASSERT(imatrix != NULL)) when asked to make these
+# without data, even for the tensors llama-quantize's own check exempts (token_embd, output).
+ABORT_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ1_S")
+
 # causes, in the order they are tried
 MISMATCH, UNROUTED, NEVER_RAN, OUTSIDE_BLK, KV_SHARED, NEXTN, OTHER_MODEL, ABSENT = (
     "shape-mismatch", "unrouted", "never-ran", "outside-blk", "kv-shared", "nextn", "other-model", "absent")
@@ -75,13 +79,26 @@ def looked_up(facts, assignments) -> list[str]:
     return [a.name for a in assignments if a.reason != "not quantizable" and a.type != a.source_type]
 
 
+def needs_data(a) -> bool:
+    """Whether llama-quantize needs imatrix data for this assignment: it refuses the type without
+    it, or (for the exempt embedding/output tensors) ggml aborts on it."""
+    if a.needs_imatrix:
+        return True
+    return a.type in ABORT_TYPES and a.reason != "not quantizable" and a.type != a.source_type
+
+
+def aborts(a) -> bool:
+    """Exempt from llama-quantize's check, but ggml aborts making this type without data."""
+    return needs_data(a) and not a.needs_imatrix
+
+
 def coverage_of(imx: IMatrix, facts, assignments=None) -> Coverage:
     """Covered, missing (with cause), partial and mismatched tensors. Reads no values."""
     shapes = {t.name: t.shape for t in facts.tensors}
     if assignments is None:
         required = quantizable(facts)
     else:
-        required = [a.name for a in assignments if a.needs_imatrix]
+        required = [a.name for a in assignments if needs_data(a)]
     extra = [n for n in imx.entries if n not in shapes]
     other_model = _other_model(imx, shapes, extra)
     mismatched = {}
@@ -236,15 +253,19 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
                               got=cov.mismatched.get(members[0], ("?", "?"))[0],
                               want=cov.mismatched.get(members[0], ("?", "?"))[1])
             count = f" ({len(members)} tensors)" if len(members) > 1 else ""
-            if cov.with_plan:
+            if cov.with_plan or cause == MISMATCH:
                 sev = "error"
                 verdict = (f"; llama-quantize will refuse: {'/'.join(types)} cannot be made without importance data"
                            if cause not in (UNROUTED, NEVER_RAN) else
                            f"; llama-quantize would proceed with flat importance and make garbage {'/'.join(types)}")
+                if any(aborts(planned[n]) for n in members if n in planned) and cause not in (UNROUTED, NEVER_RAN):
+                    verdict = (f"; llama-quantize exempts this tensor from its imatrix check, then aborts making "
+                               f"{'/'.join(types)} without data (GGML_ASSERT(imatrix != NULL))")
                 if cause == MISMATCH:
                     verdict = "; llama-quantize stops on the size mismatch"
-                hint = ("pin these tensors to a type that needs no imatrix: rerun with --emit-rules FILE and "
-                        "pass FILE to llama-quantize --tensor-type-file" if cause != MISMATCH else
+                hint = ("pin these tensors to a type that needs no imatrix: rerun with --emit-rules FILE, which "
+                        "writes the rules for llama-quantize --tensor-type-file and prints the full command"
+                        if cause != MISMATCH else
                         "make the imatrix with llama-imatrix on this very model")
             else:
                 sev, verdict = "warning", ""

@@ -1,7 +1,9 @@
 """The remedy for imatrix gaps: pin each uncovered tensor to the cheapest type that needs no imatrix.
 
 The pins are anchored ``--tensor-type`` rules placed before the plan's own rules
-(llama-quantize uses the first rule that matches), so llama-quantize proceeds.
+(llama-quantize uses the first rule that matches), so llama-quantize proceeds;
+for a tensor an explicit ``--token-embedding-type``/``--output-tensor-type``
+decides, the option itself changes.
 The type is chosen on the bytes it will really take: a type whose block size
 does not divide the row length is charged for its shape fallback, and the
 rule names the type that will actually be used.
@@ -9,7 +11,7 @@ rule names the type that will actually be used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 # General-purpose types llama-quantize makes without importance data, cheapest first.
 # Ternary (TQ*), 1-/2-bit experimental (Q1_0, Q2_0) and FP4 types are left out:
@@ -24,6 +26,7 @@ class Remedy:
     before: object  # Resolution of the original plan
     after: object  # Resolution with the pins
     still_needing: list[str]  # uncovered tensors that would still need an imatrix (should be empty)
+    options: dict = field(default_factory=dict)  # llama-quantize options changed: token_embedding_type …
 
     @property
     def added_bytes(self) -> int:
@@ -38,7 +41,7 @@ class Remedy:
     def to_dict(self) -> dict:
         return {"pins": self.pins, "rules": [f"{p}={t.lower()}" for p, t in self.rules],
                 "bpw_before": round(self.before.bpw, 4), "bpw_after": round(self.after.bpw, 4),
-                "bytes_added": self.added_bytes, "still_needing": self.still_needing}
+                "bytes_added": self.added_bytes, "still_needing": self.still_needing, "options": self.options}
 
 
 def cheapest_type(name: str, shape, ftype: str) -> str:
@@ -58,20 +61,33 @@ def cheapest_type(name: str, shape, ftype: str) -> str:
 
 
 def remedy(plan, facts, before, uncovered: list[str]) -> Remedy:
-    """Pins for the ``uncovered`` tensors of ``plan`` (resolved as ``before``) and the plan they give."""
+    """Pins for the ``uncovered`` tensors of ``plan`` (resolved as ``before``) and the plan they give.
+
+    A tensor that ``--token-embedding-type`` or ``--output-tensor-type`` decides cannot be
+    changed by a rule (llama-quantize consults those options first), so for it the option
+    itself is changed in the resulting plan (see :attr:`Remedy.options`).
+    """
+    from .coverage import needs_data
     from .plan import Rule, resolve
+    from .quant_heuristics import OUTPUT_NAME
     from .tensor_map import rules_for
 
     ftype = before.plan.base_type
     shapes = {a.name: a.shape for a in before.assignments}
-    needing = {a.name for a in before.assignments if a.needs_imatrix}
+    needing = {a.name for a in before.assignments if needs_data(a)}
     pins = {n: cheapest_type(n, shapes[n], ftype) for n in uncovered if n in needing}
-    pin_rules = rules_for(pins)
+    options = {}
+    by_rule = dict(pins)
+    if plan.token_embedding_type and "token_embd.weight" in pins:
+        options["token_embedding_type"] = by_rule.pop("token_embd.weight")
+    if plan.output_tensor_type and OUTPUT_NAME in pins:
+        options["output_tensor_type"] = by_rule.pop(OUTPUT_NAME)
+    pin_rules = rules_for(by_rule)
     rules = pin_rules + [(r.pattern, r.type) for r in plan.rules]
-    pinned = replace(plan, rules=[Rule(p, t) for p, t in pin_rules] + list(plan.rules))
+    pinned = replace(plan, rules=[Rule(p, t) for p, t in pin_rules] + list(plan.rules), **options)
     after = resolve(pinned, facts)
-    still = [a.name for a in after.assignments if a.needs_imatrix and a.name in set(uncovered)]
-    return Remedy(pins, rules, before, after, still)
+    still = [a.name for a in after.assignments if needs_data(a) and a.name in set(uncovered)]
+    return Remedy(pins, rules, before, after, still, options)
 
 
 def write_rules(path, rem: Remedy) -> None:

@@ -49,7 +49,7 @@ def info(file, as_json):
                    f"{s.max:>10.4g} {s.zeros:>6} {s.nans:>5}")
 
 
-def _plan(model_facts, quant, plan_path):
+def _plan(quant, plan_path):
     """The TensorPlan the audit holds the imatrix against, or None."""
     import json
     from pathlib import Path
@@ -62,9 +62,13 @@ def _plan(model_facts, quant, plan_path):
     text = Path(plan_path).read_bytes()
     if plan_path.endswith(".json") or text.lstrip().startswith(b"{"):
         try:
-            plan = plan_from_dict(json.loads(text), where=plan_path)
+            doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(plan_path, f"is not a JSON plan ({e})") from None
+        # a plan, or the document `gl plan --json` prints (which holds one under "plan")
+        if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
+            doc = doc["plan"]
+        plan = plan_from_dict(doc, where=plan_path)
         if quant:
             plan.base_type = quant
         plan.imatrix = True
@@ -96,6 +100,7 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
     would refuse or make garbage, 2 on bad input.
     """
     from ..coverage import MISMATCH, coverage_of, ranges
+    from ..errors import GLError
     from ..facts import load_facts
     from ..findings import dumps, exit_status, summary
     from ..imatrix import read_imatrix
@@ -105,8 +110,11 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
     if emit_rules and not (quant or plan_path):
         raise click.UsageError("--emit-rules needs --quant or --plan: the rules depend on the intended types")
     facts = load_facts(model)
+    if not facts.tensors:
+        raise GLError(f"{model}: the audit needs the model's tensor list; give its GGUF (the header is "
+                      f"enough), not {facts.kind} facts")
     imx = read_imatrix(file)
-    plan = _plan(facts, quant, plan_path)
+    plan = _plan(quant, plan_path)
     resolution = resolve(plan, facts) if plan else None
     assignments = resolution.assignments if resolution else None
     cov = coverage_of(imx, facts, assignments)
@@ -124,6 +132,10 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
         uncovered = [n for n, cause in cov.missing.items() if cause != MISMATCH]
         rem = remedy(plan, facts, resolution, uncovered)
         write_rules(emit_rules, rem)
+        from ..plan import command
+
+        run = ["llama-quantize", *command(rem.after.plan, facts.source, "OUT.gguf", map_path=emit_rules,
+                                          imatrix_path=file)]
     status = exit_status(findings)
     if as_json:
         doc = {"imatrix": imx.path, "format": imx.format, "model": facts.source,
@@ -133,10 +145,14 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
         if resolution:
             doc["bpw"] = round(resolution.bpw, 4)
         if rem:
-            doc["remedy"] = {**rem.to_dict(), "file": emit_rules}
+            doc["remedy"] = {**rem.to_dict(), "file": emit_rules, "command": run}
         click.echo(dumps(doc))
     else:
         _print_text(imx, facts, plan, resolution, cov, findings, rem, emit_rules)
+        if rem:
+            import shlex
+
+            click.echo(f"run:      {shlex.join(run)}")
         click.echo(summary(findings))
     click.get_current_context().exit(status)
 
@@ -169,6 +185,9 @@ def _print_text(imx, facts, plan, resolution, cov, findings, rem, emit_rules):
         click.echo(f.text())
     if rem:
         click.echo(f"rules:    wrote {emit_rules}: {rem.summary()}")
+        for opt, t in rem.options.items():
+            click.echo(f"option:   --{opt.replace('_', '-')} {t.lower()} (llama-quantize applies it before any "
+                       f"rule, so the rules file cannot; the command below carries it)")
         if rem.still_needing:
             click.echo(f"          still needing an imatrix: {', '.join(ranges(rem.still_needing))}")
 

@@ -91,7 +91,7 @@ def copy_gguf_imatrix(src, dst, *, drop=()) -> Path:
     import gguf
 
     r = gguf.GGUFReader(str(src))
-    entries, in_sum = {}, {}
+    entries = {}
     raw = {t.name: np.array(t.data) for t in r.tensors}
     for name in raw:
         if name.endswith(".in_sum2"):

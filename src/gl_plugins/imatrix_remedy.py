@@ -33,6 +33,8 @@ class Remedy:
         return self.after.bytes - self.before.bytes
 
     def summary(self) -> str:
+        if not self.pins:
+            return "nothing to pin: every tensor that needs an imatrix has data"
         mib = self.added_bytes / 2**20
         return (f"pinned {len(self.pins)} tensor(s) to types that need no imatrix "
                 f"({', '.join(sorted(set(self.pins.values())))}): {self.before.bpw:.3f} -> "

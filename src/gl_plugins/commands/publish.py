@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -61,6 +60,8 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
     if options.push and not options.namespace:
         raise GLError(f"--push needs publish.namespace in {cfg.path} (the ollama.com account to push to)")
 
+    publisher, reason = choose(to or cfg.publish.to, options)  # first: a missing server is known in a second
+
     if not variant.gguf.is_file():
         if dry_run:
             plan = ensure_built(variant, echo, dry_run=True)
@@ -79,7 +80,6 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
             echo(f.text())
     refuse_if_errors(lint, f"the Modelfile of {variant.name}", force)
 
-    publisher, reason = choose(to or cfg.publish.to, options)
     echo(f"publisher: {publisher.name} ({reason})")
     result = publisher.publish(req)
 

@@ -100,9 +100,11 @@ def coverage_of(imx: IMatrix, facts, assignments=None) -> Coverage:
     else:
         required = [a.name for a in assignments if needs_data(a)]
     extra = [n for n in imx.entries if n not in shapes]
-    other_model = _other_model(imx, shapes, extra)
+    other_model = _other_model(imx, extra)
     mismatched = {}
     for name in looked_up(facts, assignments):
+        if name in EXEMPT[:2]:  # llama-quantize only logs a size mismatch for the token embeddings
+            continue
         e = imx.entries.get(name)
         if e is not None and e.size != expected_size(shapes[name]):
             mismatched[name] = (e.size, expected_size(shapes[name]))
@@ -129,7 +131,7 @@ def _is_expert(name: str, shape) -> bool:
     return "_exps" in name or (len(shape) > 2 and shape[2] > 1)
 
 
-def _other_model(imx: IMatrix, shapes: dict, extra: list[str]) -> bool:
+def _other_model(imx: IMatrix, extra: list[str]) -> bool:
     """Most entries name tensors the model lacks: the imatrix was made for another model."""
     return len(extra) * 2 > len(imx.entries)
 
@@ -292,7 +294,7 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
             evidence=detail + more,
             hint="run llama-imatrix on more and more varied text (more chunks) so every expert is routed to"))
     if cov.extra:
-        sev = "error" if _other_model(imx, {}, cov.extra) else "warning"
+        sev = "error" if _other_model(imx, cov.extra) else "warning"
         out.append(Finding(
             sev, "imatrix-other-model" if sev == "error" else "imatrix-extra-entries",
             f"{len(cov.extra)} of {len(imx.entries)} imatrix entries name tensors this model does not have "

@@ -169,7 +169,10 @@ def _read_dat(path: str, mm: mmap.mmap, size: int) -> IMatrix:
             raise InputError(path, f"entry {name} has a negative call count {ncall}", offset=ncall_at)
         nval_at = pos
         nval = i32(f"the value count of {name}")
-        if nval < 1 or nval > (size - pos) // 4:
+        if nval < 1:
+            raise InputError(path, f"entry {name} claims {nval} values; an entry holds at least one",
+                             offset=nval_at)
+        if nval > (size - pos) // 4:
             raise InputError(path, f"entry {name} claims {nval} values but only {(size - pos) // 4} fit in "
                                    f"the rest of the file", offset=nval_at)
         if name in entries:
@@ -271,6 +274,8 @@ def _uint_key(path: str, kv: dict, key: str) -> int | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise InputError(path, f"{key} is {v!r}, not a non-negative whole number")
+    if v > MAX_COUNT:  # no calibration run records this many; the formats store 32-bit numbers
+        raise InputError(path, f"{key} is {v}, absurdly large (more than {MAX_COUNT})")
     return v
 
 
@@ -497,6 +502,12 @@ def _to_gguf(imx: IMatrix, out: str, chunk_size: int | None) -> list[str]:
     if zero:
         warnings.append(f"{len(zero)} entries have call count 0; written with one chunk's count so that "
                         f"llama-quantize still reads their values unchanged")
+
+    for e in imx.entries.values():  # GGUF counts are tokens: calls × tokens per chunk must stay a count
+        if max(int(e.counts[0]), 1) * cs > MAX_COUNT:
+            raise InputError(imx.path, f"entry {e.name} records {int(e.counts[0])} calls; at {cs} tokens per "
+                                       f"chunk that is more than the {MAX_COUNT} tokens a GGUF imatrix count "
+                                       f"can hold", offset=e.offset - 8)
 
     def load(e):
         ncall = max(int(e.counts[0]), 1)

@@ -275,12 +275,34 @@ def split_parts(path: str | os.PathLike) -> list[str]:
     m = SPLIT_RE.match(p.name)
     if not m:
         return [os.fspath(p)]
-    count = int(m["count"])
-    parts = [p.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-    missing = [q.name for q in parts if not q.exists()]
-    if missing:
-        raise InputError(path, f"split set of {count} parts is incomplete: missing {', '.join(missing)}")
-    return [os.fspath(q) for q in parts]
+    no, count = int(m["no"]), int(m["count"])
+    if not 1 <= no <= count:
+        raise InputError(path, f"names part {no} of a split set of {count}; parts are numbered 1 to the count")
+    stem = m["stem"]
+
+    def name(i: int) -> str:
+        return f"{stem}-{i:05d}-of-{count:05d}.gguf"
+
+    try:  # one listing, not one stat per part: a name may claim 99999 parts
+        listing = os.listdir(p.parent)
+    except OSError:
+        listing = []
+    present = set()
+    for entry in listing:
+        e = SPLIT_RE.match(entry)
+        if e and e["stem"] == stem and int(e["count"]) == count and entry == name(int(e["no"])):
+            present.add(int(e["no"]))
+    n_missing = count - sum(1 for i in present if 1 <= i <= count)
+    if n_missing:
+        first = []
+        i = 1
+        while len(first) < 5 and i <= count:
+            if i not in present:
+                first.append(name(i))
+            i += 1
+        more = f" and {n_missing - len(first)} more" if n_missing > len(first) else ""
+        raise InputError(path, f"split set of {count} parts is incomplete: missing {', '.join(first)}{more}")
+    return [os.fspath(p.with_name(name(i))) for i in range(1, count + 1)]
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:

@@ -205,6 +205,9 @@ def _read_gguf(path: str, mm: mmap.mmap, size: int) -> IMatrix:
     from .gguf_header import read_header
 
     h = read_header(path)
+    if len(h.parts) > 1:  # offsets below are into this one file's data
+        raise InputError(path, f"is part of a split set of {len(h.parts)} files; an imatrix is one file "
+                               f"(llama-quantize reads no split imatrix)", offset=0)
     kv = h.kv
     data_offset = h.data_offsets[0]
     kind = kv.get("general.type")

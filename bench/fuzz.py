@@ -35,8 +35,7 @@ def main() -> int:
         for name in args.target or sorted(TARGETS):
             t = TARGETS[name]
             seeds = t.seeds()
-            folder = Path(tmp) / name
-            folder.mkdir()
+            folder = t.folder(Path(tmp))
             failures: list[str] = []
             t0 = time.perf_counter()
             n = 0

@@ -58,3 +58,21 @@ def write_corpus(folder: Path) -> dict[str, tuple[Path, str]]:
         p.write_bytes(data)
         out[name] = (p, phrase)
     return out
+
+
+def refusal_cost(fn, *args):
+    """(the exception ``fn(*args)`` raised or None, seconds taken, peak bytes traced by tracemalloc)."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        fn(*args)
+        exc = None
+    except Exception as e:  # noqa: BLE001 - the caller judges what was raised
+        exc = e
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return exc, seconds, peak

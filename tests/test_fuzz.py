@@ -19,7 +19,7 @@ EXAMPLES = int(os.environ.get("GL_FUZZ_EXAMPLES", "150"))
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_parser_refuses_mutated_input_cleanly(name, tmp_path_factory):
     t = TARGETS[name]
-    folder = tmp_path_factory.mktemp(name)
+    folder = t.folder(tmp_path_factory.mktemp(name))
     seeds = t.seeds()
     for seed in seeds:  # the seeds themselves are valid
         assert check(t, seed, folder) is None

@@ -29,11 +29,11 @@ EXAMPLE = ROOT / "examples" / "model-repo"
 HOOK_IDS = ["gl-check", "gl-modelfile-lint", "gl-plan-lint", "gl-imatrix-audit", "gl-predict"]
 GIT_ENV = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@example.org", "GIT_COMMITTER_NAME": "lab",
            "GIT_COMMITTER_EMAIL": "lab@example.org", "GIT_CONFIG_NOSYSTEM": "1"}
-IQ2S_MAP = "\n".join([r"token_embd\.weight=q4_0", r"attn_(q|k|v)\.weight=q5_0", r"attn_output\.weight=q4_k",
-                      r"ffn_(gate|up)\.weight=q4_0", r"ffn_down\.weight=iq2_s"]) + "\n"
-IQ2S_VARIANT = """
-[models.gemma3-270m.variants.iq2s-mix]
-build = { base = "base/config.json", map = "maps/gemma3-270m-iq2s-mix.txt", base_type = "Q4_K_M", imatrix = "imatrix/gemma3-270m.imatrix.gguf" }
+IQ3_MAP = "\n".join([r"token_embd\.weight=q4_0", r"attn_(q|k|v)\.weight=q5_0", r"attn_output\.weight=q4_k",
+                      r"ffn_(gate|up)\.weight=q4_0", r"ffn_down\.weight=iq3_xxs"]) + "\n"
+IQ3_VARIANT = """
+[models.gemma3-270m.variants.iq3-mix]
+build = { base = "base/config.json", map = "maps/gemma3-270m-iq3-mix.txt", base_type = "Q4_K_M", imatrix = "imatrix/gemma3-270m.imatrix.gguf" }
 """
 
 
@@ -119,10 +119,10 @@ def test_a_real_imatrix_and_the_map_that_needs_it_pass(workspace, gemma_f16):
     repo = model_repo(workspace, "imatrix")
     (repo / "imatrix").mkdir()
     shutil.copy(real_imatrix(gemma_f16, "gguf"), repo / "imatrix" / "gemma3-270m.imatrix.gguf")
-    (repo / "maps" / "gemma3-270m-iq2s-mix.txt").write_text(IQ2S_MAP)
+    (repo / "maps" / "gemma3-270m-iq3-mix.txt").write_text(IQ3_MAP)
     with open(repo / "gl.toml", "a") as f:
-        f.write(IQ2S_VARIANT)
-    commit(repo, "an IQ2_S variant with its imatrix")
+        f.write(IQ3_VARIANT)
+    commit(repo, "an IQ3_XXS variant with its imatrix")
     r = pre_commit(workspace, repo, "try-repo", "../gl", "--ref", "main", "--all-files", label="try-repo, good")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "gl imatrix audit" in r.stdout and "Failed" not in r.stdout
@@ -134,13 +134,13 @@ def test_a_bad_commit_fails_with_one_line_per_problem(workspace, gemma_f16):
     ffn_down = [f"blk.{i}.ffn_down.weight" for i in (3, 4, 5)]
     copy_gguf_imatrix(real_imatrix(gemma_f16, "gguf"), repo / "imatrix" / "gemma3-270m.imatrix.gguf",
                       drop=ffn_down)
-    (repo / "maps" / "gemma3-270m-iq2s-mix.txt").write_text(IQ2S_MAP)
+    (repo / "maps" / "gemma3-270m-iq3-mix.txt").write_text(IQ3_MAP)
     with open(repo / "maps" / "gemma3-270m-q4-mix.txt", "a") as f:
         f.write("blk\\.0\\.ffn_down\\.weight=q8_0\n")  # the general ffn_down rule on line 5 takes it first
     modelfile = repo / "Modelfile"
     modelfile.write_text("".join(x for x in modelfile.read_text().splitlines(True) if not x.startswith("FROM")))
     with open(repo / "gl.toml", "a") as f:
-        f.write(IQ2S_VARIANT)
+        f.write(IQ3_VARIANT)
         f.write('\n[models.gemma3-270m.variants.q2]\nbuild = { base = "base/config.json", base_type = "Q2_K" }\n')
     commit(repo, "a shadowed rule, no FROM, an imatrix gap, a Q2_K variant")
 
@@ -158,7 +158,7 @@ def test_a_bad_commit_fails_with_one_line_per_problem(workspace, gemma_f16):
     assert "taken by the earlier rule ffn_down\\.weight=q4_k (line 5)" in shadowed
     one("Modelfile: error: modelfile-no-from: no FROM line")
     gap = one("imatrix/gemma3-270m.imatrix.gguf: error: imatrix-missing-absent [blk.3–5.ffn_down.weight]: ")
-    assert "IQ2_S cannot be made without importance data" in gap
+    assert "IQ3_XXS cannot be made without importance data" in gap
     q2 = one("gl.toml: error: quant-predicted-fails: models.gemma3-270m.variants.q2: Q2_K is predicted to fail")
     assert "ffn-ratio" in q2
     for name in ("gl modelfile lint", "gl plan lint (tensor-type files)", "gl imatrix audit",

@@ -54,6 +54,11 @@ def _display(path: str | None) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _rel(path) -> str:
+    """A path as it is best shown and opened here: relative to the current folder when inside it."""
+    return _display(os.fspath(path))
+
+
 def _load_config(path: str | None, *, required: bool):
     """The checked gl.toml, or None when it is optional and absent."""
     from .config import DEFAULT_NAME, load_config
@@ -94,11 +99,11 @@ def model_facts(variant):
 
     b = variant.build
     if b is None:
-        return load_facts(variant.gguf)
+        return load_facts(_rel(variant.gguf))
     if b.base_path is None:
         raise GLError(f"{variant.keypath}.build.base: {b.base} is a packaged model; the hooks read a GGUF "
                       f"or config.json file named in gl.toml")
-    facts = load_facts(b.base_path)
+    facts = load_facts(_rel(b.base_path))
     full, _ = with_tensors(facts)
     if full is None:
         raise GLError(f"{b.base_path}: the tensor shapes cannot be derived: it lacks "
@@ -122,8 +127,8 @@ def variant_plan(variant, facts):
     if b.map is not None:
         from .tensor_map import read_map
 
-        plan.rules = [Rule(r.pattern, r.type) for r in read_map(b.map)]
-        plan.recipe = f"map {_display(os.fspath(b.map))}"
+        plan.rules = [Rule(r.pattern, r.type) for r in read_map(_rel(b.map))]
+        plan.recipe = f"map {_rel(b.map)}"
     return plan
 
 
@@ -203,7 +208,7 @@ def hook_plan_lint(files, args, report: Report) -> None:
         if facts is None:
             continue
         try:
-            lint = lint_file(v.build.map, facts, base_type=v.build.base_type, imatrix=v.build.imatrix is not None)
+            lint = lint_file(_rel(v.build.map), facts, base_type=v.build.base_type, imatrix=v.build.imatrix is not None)
         except GLError as e:
             report.unreadable.append(str(e))
             continue
@@ -226,7 +231,7 @@ def hook_imatrix_audit(files, args, report: Report) -> None:
         if facts is None:
             continue
         try:
-            imx = read_imatrix(v.build.imatrix)
+            imx = read_imatrix(_rel(v.build.imatrix))
             assignments = resolve(variant_plan(v, facts), facts).assignments
         except GLError as e:
             report.unreadable.append(str(e))
@@ -234,7 +239,7 @@ def hook_imatrix_audit(files, args, report: Report) -> None:
         for name, auditor in auditors.items():
             for x in auditor.audit(imx, facts, assignments):
                 x.source = x.source or name
-                x.file = x.file or os.fspath(v.build.imatrix)
+                x.file = x.file or imx.path
                 report.add([x])
 
 
@@ -251,40 +256,59 @@ def hook_predict(files, args, report: Report) -> None:
         if facts is None:
             continue
         try:
-            quant = variant_plan(v, facts).base_type if v.build else _file_type(facts)
+            quants = variant_quants(v, facts)
         except GLError as e:
             report.unreadable.append(str(e))
             continue
-        if quant is None:
-            continue
-        predictions, failures = run(predictors, facts, [quant])
+        predictions, failures = run(predictors, facts, list(quants))
         for fail in failures:
             report.add([Finding("error", "predictor-failed", f"{v.keypath}: {fail}", SOURCE,
                                 file=os.fspath(cfg.path), hint="the verdict for this variant is incomplete")])
-        combined = predictions[-1]
-        if combined.verdict not in bad:
-            continue
-        deciding = combined.evidence.get("deciding", [])
-        why = "; ".join(f"{p.predictor}: {p.reasons[0]}" for p in predictions
-                        if p.predictor in deciding and p.reasons)
-        model = v.build.base_path if v.build else v.gguf
-        report.add([Finding("error", "quant-predicted-fails" if combined.verdict == "fails" else
-                            "quant-predicted-risky",
-                            f"{v.keypath}: {quant} is predicted "
-                            f"{'to fail' if combined.verdict == 'fails' else 'risky'} for {facts.name or v.model}"
-                            f" ({why})", SOURCE, file=os.fspath(cfg.path),
-                            hint=f"`gl predict {_display(os.fspath(model))} --quant {quant} --explain` shows "
-                                 f"the evidence; choose a type the model survives")])
+        model = _rel(v.build.base_path if v.build else v.gguf)
+        for combined in (p for p in predictions if p.predictor == "combined" and p.verdict in bad):
+            quant = combined.quant
+            deciding = combined.evidence.get("deciding", [])
+            why = "; ".join(f"{p.predictor}: {p.reasons[0]}" for p in predictions
+                            if p.quant == quant and p.predictor in deciding and p.reasons)
+            code = "quant-predicted-fails" if combined.verdict == "fails" else "quant-predicted-risky"
+            verdict = "to fail" if combined.verdict == "fails" else "risky"
+            report.add([Finding("error", code, f"{v.keypath}: {quant} ({quants[quant]}) is predicted {verdict} "
+                                f"for {facts.name or v.model} ({why})", SOURCE, file=os.fspath(cfg.path),
+                                hint=f"`gl predict {model} --quant {quant} --explain` shows the evidence; "
+                                     f"choose a type the model survives")])
 
 
-def _file_type(facts) -> str | None:
-    """The quantized file type of a GGUF, or None (F16, F32, unknown: nothing to predict)."""
+def variant_quants(variant, facts) -> dict[str, str]:
+    """The llama-quantize file types to predict for a variant -> what in the variant has that type.
+
+    The declared file type (``build.base_type``, or the GGUF's own when there is no build), and the
+    type of every layer weight after the plan is resolved as llama-quantize resolves it (rules,
+    heuristics, row-length fallbacks), each as the file type built on it: a map that puts the FFN at
+    IQ2_S is judged as IQ2_M even when its base type is Q4_K_M.
+    """
     from .ggml_types import FTYPES, TYPES_BY_NAME
+    from .plan import FTYPE_FOR_TYPE, resolve
 
-    ft = facts.file_type
-    if ft not in FTYPES or not TYPES_BY_NAME[FTYPES[ft][1]].quantized:
-        return None
-    return ft
+    out: dict[str, str] = {}
+    if variant.build is None:
+        typed = [(t.name, t.type) for t in facts.tensors]
+        declared, label = facts.file_type, "the GGUF's file type"
+    else:
+        typed = [(a.name, a.type) for a in resolve(variant_plan(variant, facts), facts).assignments
+                 if a.reason != "not quantizable"]
+        declared, label = variant.build.base_type, "build.base_type"
+    if declared in FTYPES and TYPES_BY_NAME[FTYPES[declared][1]].quantized:
+        out[declared] = label
+    groups: dict[str, list[str]] = {}
+    for name, type_ in typed:
+        t = TYPES_BY_NAME.get(type_)
+        if name.startswith("blk.") and t is not None and t.quantized and type_ in FTYPE_FOR_TYPE:
+            groups.setdefault(type_, []).append(name)
+    for type_, names in groups.items():
+        what = f"{type_} on {len(names)} tensor(s), e.g. {names[0]}"
+        ft = FTYPE_FOR_TYPE[type_]
+        out[ft] = f"{out[ft]}; {what}" if ft in out else what
+    return out
 
 
 def _facts_or_report(variant, report: Report):
@@ -324,7 +348,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     report = Report()
     try:
         HOOKS[args.hook](list(args.files), args, report)

@@ -1,5 +1,7 @@
 import click
 
+from ..sarif import chosen_format, format_option
+
 
 @click.group("imatrix")
 def imatrix():
@@ -93,7 +95,8 @@ def _plan(quant, plan_path):
 @click.option("--emit-rules", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write tensor-type rules pinning every uncovered tensor to the cheapest type needing no imatrix.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-def audit(file, model, quant, plan_path, emit_rules, as_json):
+@format_option
+def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
     """Hold imatrix FILE against MODEL and the intended quantization; explain every gap.
 
     Exit 0 when the quantization can proceed with this imatrix, 1 when llama-quantize
@@ -107,6 +110,7 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
     from ..plan import resolve
     from ..plugins import collect
 
+    fmt = chosen_format(fmt, as_json)
     if emit_rules and not (quant or plan_path):
         raise click.UsageError("--emit-rules needs --quant or --plan: the rules depend on the intended types")
     facts = load_facts(model)
@@ -137,7 +141,11 @@ def audit(file, model, quant, plan_path, emit_rules, as_json):
         run = ["llama-quantize", *command(rem.after.plan, facts.source, "OUT.gguf", map_path=emit_rules,
                                           imatrix_path=file)]
     status = exit_status(findings)
-    if as_json:
+    if fmt == "sarif":
+        from ..sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(findings, command="gl imatrix audit", artifact=imx.path))
+    elif fmt == "json":
         doc = {"imatrix": imx.path, "format": imx.format, "model": facts.source,
                "quant": plan.base_type if plan else None, "coverage": cov.to_dict(),
                "missing": list(cov.missing), "missing_ranges": ranges(cov.missing),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..sarif import chosen_format, format_option
+
 MIB = 1024 * 1024
 
 
@@ -196,8 +198,9 @@ plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan
 @click.option("--output-tensor-type", metavar="TYPE", help="As given to llama-quantize.")
 @click.option("--imatrix", "with_imatrix", is_flag=True, help="llama-quantize will get --imatrix.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@format_option
 def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_type, output_tensor_type,
-         with_imatrix, as_json):
+         with_imatrix, as_json, fmt):
     """Check a hand-written tensor-type MAP against MODEL: what llama-quantize will really do with it.
 
     Reports every token llama-quantize would reject (with its line), patterns that
@@ -214,6 +217,7 @@ def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_t
     from ..findings import dumps, summary
     from ..plan_lint import lint_file
 
+    fmt = chosen_format(fmt, as_json)
     if not map_path and not tensor_types:
         raise click.UsageError("give a MAP file or at least one --tensor-type PATTERN=TYPE")
     facts = load_facts(model)
@@ -223,7 +227,12 @@ def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_t
                        target_bpw=target_bpw, token_embedding_type=token_embedding_type,
                        output_tensor_type=output_tensor_type, imatrix=with_imatrix)
     ctx = click.get_current_context()
-    if as_json:
+    if fmt == "sarif":
+        from ..sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(report.findings, command="gl plan lint", artifact=map_path or model))
+        ctx.exit(report.exit_status)
+    if fmt == "json":
         click.echo(dumps(report.to_dict()))
         ctx.exit(report.exit_status)
     for f in report.findings:

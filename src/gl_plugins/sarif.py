@@ -6,7 +6,8 @@ one seen), one result per finding. A finding with a file gets a physical
 location (file, and line when known), relative to the current folder when the
 file lies inside it; a finding about a tensor also gets a logical location
 naming the tensor. A finding without a file is placed on the command's main
-input (``artifact``), because code scanning needs a file for every result.
+input (``artifact``), because code scanning needs a file for every result; so is one whose
+"file" is not a file (a rule given as ``--tensor-type``).
 
 ``format_option`` is the ``--format text|json|sarif`` option the finding-
 reporting commands share; :func:`chosen_format` reconciles it with their
@@ -55,10 +56,11 @@ def _result(f, rule_index: int, artifact: str | None, base: Path) -> dict:
     result: dict = {"ruleId": f.code, "ruleIndex": rule_index, "level": LEVELS[f.severity],
                     "message": {"text": text}}
     location: dict = {}
-    file = f.file or artifact
+    own = f.file if f.file and os.path.isfile(f.file) else None  # not e.g. "--tensor-type"
+    file = own or artifact
     if file:
         physical: dict = {"artifactLocation": _location(file, base)}
-        if f.file and f.line is not None and f.line >= 1:
+        if own and f.line is not None and f.line >= 1:
             physical["region"] = {"startLine": int(f.line)}
         location["physicalLocation"] = physical
     if f.tensor:

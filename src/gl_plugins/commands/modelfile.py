@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import GLError, InputError
+from ..sarif import chosen_format, format_option
 
 
 @click.group()
@@ -44,7 +45,8 @@ def _gguf_for(path: str, gguf: str | None):
               help="The files are templates (like modelfiles/*.Modelfile): FROM is a placeholder gl replaces.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def lint(files, gguf, templates, strict, as_json):
+@format_option
+def lint(files, gguf, templates, strict, as_json, fmt):
     """Check Modelfiles the way Ollama reads them; exit 1 when any has an error.
 
     Besides Ollama's grammar and parameter types, a Modelfile is held against
@@ -54,12 +56,17 @@ def lint(files, gguf, templates, strict, as_json):
     from ..findings import dumps, summary
     from ..modelfile_lint import lint_file
 
+    fmt = chosen_format(fmt, as_json)
     findings = []
     for f in files:
         if not os.path.exists(f):
             raise InputError(f, "file not found")
         findings += lint_file(f, gguf=_gguf_for(f, gguf), check_from=not templates)
-    if as_json:
+    if fmt == "sarif":
+        from ..sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(findings, command="gl modelfile lint", artifact=files[0]))
+    elif fmt == "json":
         click.echo(dumps([x.to_dict() for x in findings]))
     else:
         for x in findings:

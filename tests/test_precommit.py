@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from gl_plugins import __version__
 from imatrix_files import copy_gguf_imatrix, real_imatrix
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "model-repo"
+REV = f"v{__version__}"  # the tag examples/model-repo/.pre-commit-config.yaml pins
 HOOK_IDS = ["gl-check", "gl-modelfile-lint", "gl-plan-lint", "gl-imatrix-audit", "gl-predict"]
 GIT_ENV = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@example.org", "GIT_COMMITTER_NAME": "lab",
            "GIT_COMMITTER_EMAIL": "lab@example.org", "GIT_CONFIG_NOSYSTEM": "1"}
@@ -45,8 +47,8 @@ def git(*args, cwd, env=None) -> str:
 
 
 def snapshot(checkout: Path, dest: Path) -> None:
-    """This checkout as a git repository on branch main: HEAD plus uncommitted changes to tracked files
-    (what ``pre-commit try-repo`` itself would use)."""
+    """This checkout as a git repository tagged with the package's version (the ``rev`` the example pins):
+    HEAD plus uncommitted changes to tracked files, as ``pre-commit try-repo`` itself would use."""
     git("clone", "--quiet", "--no-hardlinks", str(checkout), str(dest), cwd=dest.parent)
     git("checkout", "--quiet", "-B", "main", cwd=dest)
     changed = git("diff", "--name-only", "HEAD", cwd=checkout).split()
@@ -59,6 +61,7 @@ def snapshot(checkout: Path, dest: Path) -> None:
     if changed:
         git("add", "-A", cwd=dest)
         git("commit", "--quiet", "-m", "uncommitted changes of the checkout", cwd=dest)
+    git("tag", REV, cwd=dest)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +104,7 @@ def test_the_example_config_and_the_hook_manifest_are_valid(workspace):
     assert r.returncode == 0, r.stdout + r.stderr
     config = (EXAMPLE / ".pre-commit-config.yaml").read_text()
     manifest = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert f"repo: ../gl\n    rev: {REV}\n" in config
     for hook in HOOK_IDS:
         assert f"- id: {hook}" in config and f"- id: {hook}\n" in manifest
 
@@ -123,7 +127,7 @@ def test_a_real_imatrix_and_the_map_that_needs_it_pass(workspace, gemma_f16):
     with open(repo / "gl.toml", "a") as f:
         f.write(IQ3_VARIANT)
     commit(repo, "an IQ3_XXS variant with its imatrix")
-    r = pre_commit(workspace, repo, "try-repo", "../gl", "--ref", "main", "--all-files", label="try-repo, good")
+    r = pre_commit(workspace, repo, "try-repo", "../gl", "--ref", REV, "--all-files", label="try-repo, good")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "gl imatrix audit" in r.stdout and "Failed" not in r.stdout
 
@@ -144,7 +148,7 @@ def test_a_bad_commit_fails_with_one_line_per_problem(workspace, gemma_f16):
         f.write('\n[models.gemma3-270m.variants.q2]\nbuild = { base = "base/config.json", base_type = "Q2_K" }\n')
     commit(repo, "a shadowed rule, no FROM, an imatrix gap, a Q2_K variant")
 
-    r = pre_commit(workspace, repo, "try-repo", "../gl", "--ref", "main", "--all-files", label="try-repo, bad")
+    r = pre_commit(workspace, repo, "try-repo", "../gl", "--ref", REV, "--all-files", label="try-repo, bad")
     out = r.stdout
     assert r.returncode == 1, out + r.stderr
     lines = out.splitlines()
@@ -159,7 +163,8 @@ def test_a_bad_commit_fails_with_one_line_per_problem(workspace, gemma_f16):
     one("Modelfile: error: modelfile-no-from: no FROM line")
     gap = one("imatrix/gemma3-270m.imatrix.gguf: error: imatrix-missing-absent [blk.3–5.ffn_down.weight]: ")
     assert "IQ3_XXS cannot be made without importance data" in gap
-    q2 = one("gl.toml: error: quant-predicted-fails: models.gemma3-270m.variants.q2: Q2_K is predicted to fail")
+    q2 = one("gl.toml: error: quant-predicted-fails: models.gemma3-270m.variants.q2: Q2_K (build.base_type) is "
+             "predicted to fail for gemma3-270m")
     assert "ffn-ratio" in q2
     for name in ("gl modelfile lint", "gl plan lint (tensor-type files)", "gl imatrix audit",
                  "gl predict (gl.toml variants)"):

@@ -479,12 +479,24 @@ def _to_dat(imx: IMatrix, out: str, chunk_size: int | None) -> list[str]:
         for e in imx.entries.values():
             if e.name in empty:
                 continue
-            ncall = -(-int(e.counts.max()) // cs)
+            ncall = _calls(int(e.counts.max()), cs)
             yield e.name, imx.importance(e) * np.float32(ncall), ncall
 
     write_dat(out, entries(), chunk_count=imx.chunk_count or 0,
               dataset=imx.datasets[-1] if imx.datasets else None)
     return warnings
+
+
+def _calls(count: int, chunk_size: int) -> int:
+    """llama-imatrix's legacy ncall, ceil(tokens / chunk size), from a count stored as float32.
+
+    Above 2^24 tokens float32 rounds the count, so a whole number of chunks can read
+    back a little larger; the smaller call count wins when it rounds to the same float.
+    """
+    n = -(-count // chunk_size)
+    if n > 1 and np.float32((n - 1) * chunk_size) == np.float32(count):
+        n -= 1
+    return n
 
 
 def _to_gguf(imx: IMatrix, out: str, chunk_size: int | None) -> list[str]:

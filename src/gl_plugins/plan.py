@@ -39,6 +39,14 @@ FTYPE_FOR_TYPE = {
 }
 
 
+class NoFallbackError(GLError):
+    """A tensor gets a type whose block does not divide its rows and that has no fallback."""
+
+    def __init__(self, message: str, tensor: str, ne0: int, type_: str, rule_no: int | None):
+        super().__init__(message)
+        self.tensor, self.ne0, self.type, self.rule_no = tensor, ne0, type_, rule_no
+
+
 @dataclass
 class Rule:
     pattern: str  # as written; llama-quantize lowercases it before use
@@ -276,7 +284,8 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
             try:
                 final = qh.shape_fallback(requested, shape[0])
             except ValueError as e:
-                raise GLError(f"{t.name}: {e}; llama-quantize would stop here") from None
+                raise NoFallbackError(f"{t.name}: {e}; llama-quantize would stop here", t.name, shape[0],
+                                      requested, rule_no) from None
             if final != requested:
                 note = reason
                 reason = f"shape fallback from {requested}"

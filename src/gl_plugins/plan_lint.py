@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 
 from .findings import Finding
 from .ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
-from .plan import FTYPE_FOR_TYPE, PRODUCIBLE, Resolution, Rule, TensorPlan, resolve, tensor_size
+from .plan import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
+                   tensor_size)
 from . import quant_heuristics as qh
 from .tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compile_pattern, match_sets,
                          parse_token, tokens)
@@ -177,7 +178,21 @@ def lint(data: bytes | None, facts, *, where: str = "map", option_rules: list[st
     out = get_type(output_tensor_type).name if output_tensor_type else None
     plan = TensorPlan(base_type=base, rules=[Rule(r.written, r.type_written) for r in usable_rules],
                       token_embedding_type=tok, output_tensor_type=out, imatrix=imatrix, recipe="lint")
-    res = resolve(plan, facts)
+    while True:  # a rule llama-quantize would stop at is an error finding; the rest still resolve
+        try:
+            res = resolve(plan, facts)
+            break
+        except NoFallbackError as e:
+            if e.rule_no is None:
+                raise
+            r = usable_rules.pop(e.rule_no - 1)
+            del plan.rules[e.rule_no - 1]
+            findings.append(Finding("error", "map-type-no-fallback", f"{r.token!r} gives {e.tensor} {e.type}, "
+                                    f"whose block does not divide its rows of {e.ne0} and which has no fallback "
+                                    f"type: llama-quantize stops there", SOURCE, file=_where(r, where),
+                                    line=r.line, tensor=e.tensor,
+                                    hint="choose a type whose block divides the row width, e.g. "
+                                         + _fitting(e.type, [e.ne0])))
     stats = _rule_findings(usable_rules, res, facts, where, findings)
     _global_findings(res, facts, plan, where, target_bpw, findings)
     order = {"error": 0, "warning": 1, "info": 2}

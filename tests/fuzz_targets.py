@@ -246,12 +246,21 @@ def _map_seeds() -> list[bytes]:
 def _run_map(path: Path):
     """``read_map`` as the imatrix audit and the hooks use it, then ``gl plan lint``'s checks."""
     from gl_plugins.plan_lint import lint_file
-    from gl_plugins.tensor_map import read_map
+    from gl_plugins.tensor_map import parse_map_bytes, read_map, render
 
     try:
-        read_map(path)
+        rules = read_map(path)
     except GLError:
         pass  # a refusal; the lint below reports the same token as a finding
+    else:  # emit→parse: what gl writes for the rules reads back as the same rules
+        try:
+            text = render(rules)
+        except ValueError:
+            text = None  # a pattern holding whitespace cannot be written; render says so
+        if text is not None:
+            back = [(r.pattern, r.type) for r in parse_map_bytes(text.encode("utf-8", "surrogateescape"), "x")]
+            if back != [(r.pattern, r.type) for r in rules]:
+                raise AssertionError(f"emit→parse changed the rules: {rules} -> {back}")
     return lint_file(path, _small_facts())
 
 

@@ -102,3 +102,50 @@ def test_hook_gl_register_commands(site, tiny):
     r = run_gl(site, "count-tensors", tiny)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["F16 29", "F32 9"]
+
+
+def test_hook_gl_register_validators(site, tiny):
+    install(site, "gl-wide-embeddings", "gl_register_validators")
+    code = ("import json, sys; from gl_plugins.validate import validate_file; "
+            "r = validate_file(sys.argv[1], only=['structure', 'wide-embeddings']); "
+            "print(json.dumps(r.to_dict()))")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("GL_PLUGINS", None)
+    r = subprocess.run([sys.executable, "-c", code, str(tiny)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["validators"] == ["structure", "wide-embeddings"]
+    (mine,) = [f for f in doc["findings"] if f["validator"] == "wide-embeddings"]
+    assert (mine["severity"], mine["code"], mine["tensor"]) == ("warning", "embeddings-unquantized",
+                                                                 "token_embd.weight")
+    assert mine["message"].startswith("token_embd.weight is F16: 0.2 MiB, ")
+    assert doc["figures"]["embedding_share"] > 0 and doc["passed"]  # a warning does not fail the file
+
+
+def test_hook_gl_register_publishers(site, tmp_path, llama_bin):
+    import hashlib
+
+    from tiny_gguf import GEMMA_TEMPLATE, GEMMA_TOKENS, write
+
+    install(site, "gl-manifest", "gl_register_publishers")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write(repo / "tiny.gguf", arch="gemma3", tokens=GEMMA_TOKENS, chat_template=GEMMA_TEMPLATE)
+    (repo / "gl.toml").write_text('[models.tiny]\nfamily = "gemma3"\n\n[models.tiny.variants.f32]\n'
+                                  'gguf = "tiny.gguf"\n')
+    # the tiny file does not run in llama.cpp, so validation reports errors: --force publishes all the same
+    r = run_gl(site, "publish", "tiny:f32", "--to", "manifest:release", "--force", "--dry-run", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert "publisher: manifest (--to manifest:release)" in r.stderr and not (repo / "release").exists()
+    r = run_gl(site, "publish", "tiny:f32", "--to", "manifest:release", "--force", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    out = repo / "release" / "tiny-f32.json"
+    assert r.stdout.splitlines() == [f"wrote {Path('release') / 'tiny-f32.json'}",
+                                     "tiny:f32 published via manifest (release/tiny-f32.json)"]
+    doc = json.loads(out.read_text())
+    assert doc["sha256"] == hashlib.sha256((repo / "tiny.gguf").read_bytes()).hexdigest()
+    assert doc["create"]["files"] == {"tiny.gguf": f"sha256:{doc['sha256']}"}
+    assert "<end_of_turn>" in doc["create"]["parameters"]["stop"]
+    # without a target the publisher says why it cannot publish, and gl exits 2 with that sentence
+    r = run_gl(site, "publish", "tiny:f32", "--to", "manifest", "--force", cwd=repo)
+    assert r.returncode == 2 and "publisher manifest cannot publish: give the folder as --to manifest:DIR" in r.stderr

@@ -78,9 +78,11 @@ class LazyGroup(click.Group):
         except GLError as e:
             click.echo(f"gl: error: {e}", err=True)
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see interrupts.py); clean-ups have run
+            from .interrupts import exit_code
+
             click.echo("gl: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(exit_code(e))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,11 +95,14 @@ def cli():
 
 
 def main(argv=None) -> int:
+    from .interrupts import exit_code, install
+
+    install()
     try:
         rv = cli.main(args=argv, prog_name="gl", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
         click.echo("gl: interrupted", err=True)
-        return 130
+        return exit_code(e.__context__)
     except click.ClickException as e:
         e.show()
         return 2 if isinstance(e, click.UsageError) else e.exit_code

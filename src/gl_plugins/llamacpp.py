@@ -141,7 +141,9 @@ def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
 
 def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
     """Run a build step; ``progress(done, total)`` follows ninja's ``[n/N]`` lines."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    from .interrupts import popen_group, stop_group
+
+    proc = popen_group(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     try:
         for line in proc.stdout:
@@ -149,8 +151,12 @@ def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
             m = re.match(r"\[(\d+)/(\d+)\]", line)
             if m and progress is not None:
                 progress(int(m.group(1)), int(m.group(2)))
+    except BaseException:  # an interrupt reaches gl alone: stop cmake, ninja and the compilers with it
+        stop_group(proc)
+        raise
     finally:
-        rc = proc.wait()
+        proc.stdout.close()
+    rc = proc.wait()
     if rc != 0:
         raise ToolError(f"`{' '.join(cmd[:3])} …` failed with status {rc}:\n" + "\n".join(tail))
 
@@ -200,8 +206,8 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
             shutil.copy2(build / "bin" / t, staged / t)
         _build_types_helper(src, build, staged / TYPES_HELPER)
         (work / "out" / "VERSION").write_text(LLAMA_CPP_PYTHON_VERSION + "\n")
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # moved aside, not deleted first: the old tools stay until the new ones are in place
+            os.replace(final, work / "old")
         os.replace(work / "out", final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -73,8 +73,12 @@ def test_first_matching_rule_wins_and_patterns_are_lowercased():
 
 def test_imatrix_requirements_follow_llama_quantize():
     facts = _facts(width=512)
-    res = resolve(TensorPlan(base_type="Q4_0", rules=[Rule("ffn_up", "iq2_xs"), Rule("token", "iq2_xs")]), facts)
+    res = resolve(TensorPlan(base_type="Q4_0", rules=[Rule("ffn_up", "iq2_xs"), Rule("token", "iq2_s")]), facts)
+    # llama-quantize exempts token_embd from its check, and ggml can make IQ2_S without data
     assert [a.name for a in res.needs_imatrix()] == ["blk.0.ffn_up.weight", "blk.1.ffn_up.weight"]
+    # ggml itself aborts on IQ2_XS without data, exempt or not
+    res = resolve(TensorPlan(base_type="Q4_0", rules=[Rule("token", "iq2_xs")]), facts)
+    assert [a.name for a in res.needs_imatrix()] == ["token_embd.weight"]
     q2ks = resolve(stock_plan("Q2_K_S"), facts)
     assert any(a.type == "Q2_K" for a in q2ks.needs_imatrix())
     assert not resolve(stock_plan("Q2_K"), facts).needs_imatrix()

@@ -73,7 +73,7 @@ class Assignment:
     requested: str  # the type chosen before the shape fallback
     reason: str  # "rule 3: ^blk\.1\.ffn_up\.weight$", "not quantizable", "shape fallback from Q2_K" …
     bytes: int
-    needs_imatrix: bool
+    needs_imatrix: bool  # llama-quantize refuses, or ggml aborts, without imatrix data for it
     source_type: str = ""  # the tensor's type in the input file
     n_elements: int = 0
     rule: int | None = None  # 1-based index of the rule that matched, if one did
@@ -296,7 +296,8 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
         else:
             raise GLError(f"{facts.source}: tensor {t.name} has {t.type}, a type gl does not know, "
                           f"so its size cannot be computed")
-        needs = not blocked and qh.requires_imatrix(t.name, final, ftype)
+        needs = not blocked and (qh.requires_imatrix(t.name, final, ftype)
+                                 or (final != t.type and final in qh.GGML_REQUIRES_IMATRIX))
         assignments.append(Assignment(t.name, shape, final, requested, reason, size, needs, t.type, n,
                                       rule_no, note))
         total += size

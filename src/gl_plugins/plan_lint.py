@@ -25,6 +25,8 @@ unescaped-dot                 warning   ``.`` matches any character; write ``\\.
 shape-fallback                error     the type cannot hold the rows; llama.cpp substitutes
 flag-type-rows                error     a flag type that does not divide the rows: no fallback
                                         applies there and quantizing fails
+embedding-needs-imatrix       error     IQ2_XXS/IQ2_XS/IQ1_S on an embedding or the output: ggml
+                                        aborts without imatrix data, which never exists for them
 rules-ignored                 error     the base type is not quantized, so no rule applies
 unmatched-tensors             warning   tensors no rule names get llama.cpp's mixture
 needs-imatrix                 warning   types llama-quantize refuses without ``--imatrix``
@@ -392,6 +394,14 @@ def _global_findings(res: Resolution, facts, plan: TensorPlan, where: str, targe
                                 + ", ".join(f"{n}x {t}" for t, n in sorted(kinds.items())), SOURCE, file=where,
                                 hint="name every tensor you care about, or pass --base-type deliberately",
                                 evidence=_names(a.name for a in loose)))
+    for a in res.assignments:
+        if a.type in qh.GGML_REQUIRES_IMATRIX and a.type != a.source_type and (
+                a.name in qh.TOKEN_EMBD_NAMES or a.name == qh.OUTPUT_NAME):
+            findings.append(Finding("error", "embedding-needs-imatrix", f"{a.name} gets {a.type} ({a.reason}): "
+                                    f"ggml aborts making {a.type} without imatrix data, and llama-imatrix records "
+                                    f"none for the embeddings (nor for the output without --process-output)",
+                                    SOURCE, tensor=a.name, file=where,
+                                    hint="give the embeddings and the output a K-type or Q8_0"))
     needs = res.needs_imatrix()
     if needs and not plan.imatrix:
         findings.append(Finding("warning", "needs-imatrix", f"{len(needs)} tensor(s) get types llama-quantize "

@@ -89,6 +89,11 @@ def why_not_quantizable(name: str, shape, arch: str) -> str | None:
     return None
 
 
+# ggml_quantize_requires_imatrix: ggml aborts (GGML_ASSERT) quantizing these without importance
+# data, whatever llama-quantize's own check let through (it exempts the embeddings and the output).
+GGML_REQUIRES_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
+
+
 def requires_imatrix(name: str, type_: str, ftype: str) -> bool:
     """``tensor_requires_imatrix``: llama-quantize refuses this type here without an imatrix."""
     if name in TOKEN_EMBD_NAMES or name == OUTPUT_NAME:

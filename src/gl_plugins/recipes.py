@@ -39,6 +39,16 @@ def producible(name: str, what: str = "type") -> str:
     return t
 
 
+def embedding_safe_type(name: str, what: str) -> str:
+    """A type the embeddings/output can take: never one ggml refuses without imatrix data,
+    which llama-imatrix never records for the embeddings."""
+    t = producible(name, what)
+    if t in qh.GGML_REQUIRES_IMATRIX:
+        raise GLError(f"{what} {name!r}: ggml cannot make {t} without imatrix data, and llama-imatrix "
+                      f"records none for the embeddings or the output; choose e.g. Q4_K or Q6_K")
+    return t
+
+
 def fit(type_: str, ne0: int) -> str:
     """The type llama.cpp really uses for rows ``ne0`` wide (its shape fallback)."""
     return qh.shape_fallback(type_, ne0)
@@ -134,8 +144,9 @@ class Uniform:
         if not type_:
             raise GLError("uniform: --type is required")
         t = producible(type_, "--type")
-        emb = producible(embedding_type, "--embedding-type") if embedding_type else t
-        outp = producible(output_type, "--output-type") if output_type else t
+        safe = "Q4_K" if t in qh.GGML_REQUIRES_IMATRIX else t
+        emb = embedding_safe_type(embedding_type, "--embedding-type") if embedding_type else safe
+        outp = embedding_safe_type(output_type, "--output-type") if output_type else safe
         choice = Choice()
         for x in quantizable(facts):
             choice.set(x, emb if x.name in EMBEDDINGS else outp if x.name == "output.weight" else t)
@@ -171,8 +182,8 @@ class Protect:
     def plan(self, facts, low="Q2_K", attn="Q3_K", high="Q4_K", embedding_type="Q4_K", output_type="Q6_K",
              protect=(), edge_layers=1, **_):
         low, attn, high = (producible(v, f"--{k}") for k, v in (("low", low), ("attn", attn), ("high", high)))
-        emb = producible(embedding_type, "--embedding-type")
-        outp = producible(output_type, "--output-type")
+        emb = embedding_safe_type(embedding_type, "--embedding-type")
+        outp = embedding_safe_type(output_type, "--output-type")
         classes = tuple(protect) or PROTECT_CLASSES
         if edge_layers < 0:
             raise GLError(f"--edge-layers must be 0 or more, not {edge_layers}")
@@ -284,7 +295,7 @@ class Budget:
         if unknown:
             raise GLError(f"budget has no error data for {', '.join(unknown)}; choose among "
                           + ", ".join(CANDIDATES))
-        emb_type = producible(embedding_type, "--embedding-type") if exclude_embeddings else None
+        emb_type = embedding_safe_type(embedding_type, "--embedding-type") if exclude_embeddings else None
         return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path)
 
 

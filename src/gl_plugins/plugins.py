@@ -4,11 +4,17 @@ Plugins are loaded on first use, never at import time, so ``gl --help`` stays
 fast. A third-party plugin that fails to import, or that implements a hook gl
 does not define, is reported on stderr and left out; the CLI keeps working.
 A plugin that raises inside a registry hook is reported with its name and
-the hook, and the other plugins' registrations still count.
+the hook, and the other plugins' registrations still count. A registered
+object that raises while doing its work (a predictor's ``predict``, a
+recipe's ``plan``, an auditor's ``audit``, a validator's ``validate``, a
+publisher's ``publish``) is called through :func:`call`, which names the
+plugin and the work; commands :func:`report` it, go on with the other
+plugins, and let :func:`exit_status` say the run is incomplete.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from importlib import import_module, metadata
 import pluggy
 
 from . import hookspecs
+from .errors import GLError
 
 ENTRY_POINT_GROUP = "gl"
 DEFAULT_PLUGINS = (
@@ -34,11 +41,28 @@ class PluginProblem:
     distribution: str | None
     hook: str | None
     error: str
+    work: str | None = None  # e.g. "auditor 'x'.audit" when it failed doing its work, not registering
 
     def __str__(self) -> str:
         dist = f" (distribution {self.distribution})" if self.distribution else ""
-        where = f" in hook {self.hook}" if self.hook else " while loading"
+        where = f" in {self.work}" if self.work else f" in hook {self.hook}" if self.hook else " while loading"
         return f"plugin {self.plugin!r}{dist} failed{where}: {self.error}"
+
+
+class PluginFailed(GLError):
+    """A plugin raised inside its work; the run goes on without its result but is incomplete (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, problem: PluginProblem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+# the work each registry hook's objects do: method -> (what the object is, the hook that registers it)
+WORK = {"predict": ("predictor", "gl_register_predictors"), "plan": ("recipe", "gl_register_recipes"),
+        "audit": ("auditor", "gl_register_auditors"), "validate": ("validator", "gl_register_validators"),
+        "publish": ("publisher", "gl_register_publishers")}
 
 
 _pm: pluggy.PluginManager | None = None
@@ -142,3 +166,42 @@ def plugin_list() -> list[dict]:
         out.append({"name": name, "version": version, "builtin": name in DEFAULT_PLUGINS,
                     "distribution": dist.split(" ", 1)[0] if dist else "gl-plugins", "hooks": hooks})
     return out
+
+
+def call(obj, method: str, *args, passthrough: tuple = (), **kwargs):
+    """``obj.method(*args, **kwargs)`` for an object a plugin registered, with its failures isolated.
+
+    A returned generator is drained here, so a raise while iterating counts too. gl's own
+    errors (GLError: bad input the plugin found and named) and ``passthrough`` exceptions pass
+    unchanged; any other exception is recorded in :data:`problems` and raised as
+    :class:`PluginFailed`, naming the plugin, its distribution, the object and its work.
+    Commands that run several plugins catch it, :func:`report` it, and go on with the others.
+    """
+    try:
+        result = getattr(obj, method)(*args, **kwargs)
+        if inspect.isgenerator(result):
+            result = list(result)
+        return result
+    except (GLError, *passthrough):
+        raise
+    except Exception as e:  # noqa: BLE001 - a third-party plugin may raise anything
+        kind, hook = WORK.get(method, ("plugin object", None))
+        plugin = getattr(obj, "plugin", None) or type(obj).__module__
+        problem = PluginProblem(plugin, _dists.get(plugin), hook, f"{type(e).__name__}: {e}",
+                                work=f"{kind} {getattr(obj, 'name', '?')!r}.{method}")
+        problems.append(problem)
+        raise PluginFailed(problem) from e
+
+
+def report(failure: PluginFailed) -> None:
+    """Say on stderr that a plugin failed; the command goes on with the other plugins."""
+    print(f"gl: error: {failure}; its results are left out", file=sys.stderr)
+
+
+def exit_status(status: int, *hooks: str) -> int:
+    """``status``, raised to 1 when a plugin of ``hooks`` failed to load, register or work."""
+    failed = [p for p in problems if p.hook is None or p.hook in hooks]
+    if failed:
+        print(f"gl: {len(failed)} plugin failure(s); the results above are incomplete", file=sys.stderr)
+        return max(status, 1)
+    return status

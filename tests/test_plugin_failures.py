@@ -1,0 +1,131 @@
+"""A third-party plugin that raises while doing its work cannot break the host.
+
+Story: the user installs a plugin package whose predictor, recipe, auditor,
+validator and publisher all crash. Every command that runs them names the
+plugin, its distribution and what failed; the built-in plugins' results still
+appear; no traceback; the exit status says the run is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gl_plugins.synth import SynthSpec, write_model
+from imatrix_files import forward_pass_entries, write_gguf_imatrix
+from test_core_plugins import _install_dist
+
+BOOM = """
+    from gl_plugins.hookspecs import hookimpl
+
+    class Boom:
+        name = "boom"
+        description = "raises in its work"
+        options = []
+
+        def predict(self, facts, quant):
+            raise RuntimeError("predictor exploded")
+
+        def plan(self, facts, **options):
+            raise RuntimeError("recipe exploded")
+
+        def audit(self, imatrix, facts, assignments):
+            yield from ()
+            raise RuntimeError("auditor exploded while iterating")
+
+        def validate(self, ctx):
+            raise RuntimeError("validator exploded")
+
+        def available(self, options):
+            return None
+
+        def publish(self, request):
+            raise RuntimeError("publisher exploded")
+
+    @hookimpl
+    def gl_register_predictors(register):
+        register(Boom())
+
+    @hookimpl
+    def gl_register_recipes(register):
+        register(Boom())
+
+    @hookimpl
+    def gl_register_auditors(register):
+        register(Boom())
+
+    @hookimpl
+    def gl_register_validators(register):
+        register(Boom())
+
+    @hookimpl
+    def gl_register_publishers(register):
+        register(Boom())
+"""
+
+WHO = "plugin 'gl-boom' (distribution gl-boom 1.2.3) failed in"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    _install_dist(folder, "gl-boom", "gl_boom", BOOM)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = tmp_path_factory.mktemp("model") / "m.gguf"
+    write_model(p, SynthSpec(n_layer=2, hidden=256, ffn=512))
+    return p
+
+
+def gl(site, *args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("GL_PLUGINS", None)
+    r = subprocess.run([sys.executable, "-m", "gl_plugins", *map(str, args)], capture_output=True, text=True,
+                       env=env, cwd=cwd, timeout=600)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def test_a_raising_predictor_is_named_and_the_others_still_answer(site, model):
+    r = gl(site, "predict", model, "--quant", "Q2_K", "--json")
+    assert r.returncode == 1
+    assert "predictor 'boom' (plugin gl-boom) failed on Q2_K: RuntimeError: predictor exploded" in r.stderr
+    rows = {p["predictor"]: p for p in json.loads(r.stdout)}
+    assert rows["boom"]["verdict"] == "unknown" and "predictor exploded" in rows["boom"]["error"]
+    assert {"ffn-ratio", "sliding-window", "kv-sharing", "shape-fallback", "combined"} <= set(rows)
+    assert rows["ffn-ratio"]["verdict"] in ("ok", "risky", "fails", "unknown")
+
+
+def test_a_raising_recipe_is_one_sentence_and_the_built_in_ones_still_work(site, model):
+    r = gl(site, "plan", model, "--recipe", "boom")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded\n"
+    r = gl(site, "plan", model, "--recipe", "uniform", "--type", "Q4_K")
+    assert r.returncode == 0, r.stderr
+    assert "llama-quantize" in r.stdout
+
+
+def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(site, model, tmp_path):
+    from gl_plugins.facts import load_facts
+
+    facts = load_facts(model)
+    imx = write_gguf_imatrix(tmp_path / "i.gguf", forward_pass_entries(facts, skip=lambda n: "attn_k" in n))
+    r = gl(site, "imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json")
+    assert r.returncode == 1
+    assert f"{WHO} auditor 'boom'.audit: RuntimeError: auditor exploded while iterating" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["missing"] == ["blk.0.attn_k.weight", "blk.1.attn_k.weight"]
+    assert any(f["source"] == "coverage" and f["severity"] == "error" for f in doc["findings"])
+    # without the broken plugin the same audit fails only on its findings
+    clean = subprocess.run([sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(imx), "--model", str(model),
+                            "--quant", "Q4_K_M"], capture_output=True, text=True)
+    r = gl(site, "imatrix", "audit", imx, "--model", model, "--quant", "Q4_K_M")
+    assert (clean.returncode, r.returncode) == (0, 1)
+    assert "gl: 1 plugin failure(s); the results above are incomplete" in r.stderr

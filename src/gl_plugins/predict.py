@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import plugins
+from .errors import GLError
+
 VERDICTS = ("ok", "risky", "fails", "unknown")
 _SEVERITY = {"ok": 0, "risky": 1, "fails": 2}
 
@@ -97,10 +100,13 @@ def run(predictors, facts, quants: list[str]) -> tuple[list[Prediction], list[Pr
         answered = []
         for p in predictors:
             try:
-                pred = p.predict(facts, quant)
+                pred = plugins.call(p, "predict", facts, quant)
                 if not isinstance(pred, Prediction):
                     raise TypeError(f"predict() returned {type(pred).__name__}, not a Prediction")
-            except Exception as e:
+            except plugins.PluginFailed as e:
+                failures.append(PredictorFailure(p.name, getattr(p, "plugin", None), quant, e.problem.error))
+                continue
+            except (GLError, TypeError) as e:  # one predictor's complaint does not stop the others
                 failures.append(PredictorFailure(p.name, getattr(p, "plugin", None), quant,
                                                  f"{type(e).__name__}: {e}"))
                 continue

@@ -107,6 +107,7 @@ def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
     from ..facts import load_facts
     from ..findings import dumps, exit_status, summary
     from ..imatrix import read_imatrix
+    from .. import plugins
     from ..plan import resolve
     from ..plugins import collect
 
@@ -124,7 +125,12 @@ def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
     cov = coverage_of(imx, facts, assignments)
     findings = []
     for name, auditor in collect("gl_register_auditors").items():
-        for f in auditor.audit(imx, facts, assignments):
+        try:
+            found = plugins.call(auditor, "audit", imx, facts, assignments)
+        except plugins.PluginFailed as e:
+            plugins.report(e)
+            continue
+        for f in found:
             f.source = f.source or name
             findings.append(f)
     order = {"error": 0, "warning": 1, "info": 2}
@@ -140,7 +146,7 @@ def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
 
         run = ["llama-quantize", *command(rem.after.plan, facts.source, "OUT.gguf", map_path=emit_rules,
                                           imatrix_path=file)]
-    status = exit_status(findings)
+    status = plugins.exit_status(exit_status(findings), "gl_register_auditors")
     if fmt == "sarif":
         from ..sarif import dumps as sarif_dumps
 

@@ -303,16 +303,15 @@ def validate_file(path: str | os.PathLike, base: str | os.PathLike | None = None
 
 
 def _run_one(name: str, validator, ctx: ValidationContext) -> list[Finding]:
+    from . import plugins
+
     try:
-        out = list(validator.validate(ctx) or [])
+        out = list(plugins.call(validator, "validate", ctx, passthrough=(Skip,)) or [])
     except Skip as e:
         return [Finding("info", "validator-skipped", f"{name} skipped: {e}", source=name)]
-    except GLError:
-        raise
-    except Exception as e:  # a crashing validator must not let a file pass
-        plugin = getattr(validator, "plugin", "?")
-        return [Finding("error", "validator-failed", f"validator {name} (plugin {plugin}) raised "
-                                                     f"{type(e).__name__}: {e}", source=name,
+    except plugins.PluginFailed as e:  # a crashing validator must not let a file pass
+        plugins.report(e)
+        return [Finding("error", "validator-failed", str(e), source=name,
                         hint="report this to the plugin's authors; the file was not judged by it")]
     for f in out:
         if not f.source:

@@ -81,7 +81,7 @@ def _plan(model, recipe, output, as_json, verify, **options):
     if not facts.tensors:
         raise GLError(f"{model}: gl needs the tensor list to plan; give a GGUF file, not {facts.kind} facts")
     r = recipes[recipe]
-    plan = r.plan(facts, **{k: v for k, v in options.items() if v is not None and v != ()})
+    plan = plugins.call(r, "plan", facts, **{k: v for k, v in options.items() if v is not None and v != ()})
     res = resolve(plan, facts)
     if output:
         write_map(output, plan.rules)

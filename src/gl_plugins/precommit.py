@@ -117,12 +117,12 @@ def variant_plan(variant, facts):
 
     b = variant.build
     if b.recipe:
-        from .plugins import collect
+        from . import plugins
 
-        recipe = collect("gl_register_recipes").get(b.recipe)
+        recipe = plugins.collect("gl_register_recipes").get(b.recipe)
         if recipe is None:
             raise GLError(f"{variant.keypath}.build.recipe: no recipe named {b.recipe!r} is installed")
-        return recipe.plan(facts, **_recipe_kwargs(recipe, b.options))
+        return plugins.call(recipe, "plan", facts, **_recipe_kwargs(recipe, b.options))
     plan = stock_plan(b.base_type, imatrix=b.imatrix is not None)
     if b.map is not None:
         from .tensor_map import read_map
@@ -219,13 +219,13 @@ def hook_plan_lint(files, args, report: Report) -> None:
 
 
 def hook_imatrix_audit(files, args, report: Report) -> None:
+    from . import plugins
     from .imatrix import read_imatrix
     from .plan import resolve
-    from .plugins import collect
 
     cfg = _load_config(args.config, required=True)
     variants = [v for v in _touched(cfg, files, "map", "imatrix") if v.build.imatrix is not None]
-    auditors = collect("gl_register_auditors") if variants else {}
+    auditors = plugins.collect("gl_register_auditors") if variants else {}
     for v in variants:
         facts = _facts_or_report(v, report)
         if facts is None:
@@ -237,7 +237,13 @@ def hook_imatrix_audit(files, args, report: Report) -> None:
             report.unreadable.append(str(e))
             continue
         for name, auditor in auditors.items():
-            for x in auditor.audit(imx, facts, assignments):
+            try:
+                found = plugins.call(auditor, "audit", imx, facts, assignments)
+            except plugins.PluginFailed as e:
+                report.add([Finding("error", "auditor-failed", f"{v.keypath}: {e}", SOURCE,
+                                    file=os.fspath(cfg.path), hint="the audit of this variant is incomplete")])
+                continue
+            for x in found:
                 x.source = x.source or name
                 x.file = x.file or imx.path
                 report.add([x])

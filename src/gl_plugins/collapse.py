@@ -59,8 +59,19 @@ def find_loop(text: str, min_repeats: float = MIN_REPEATS, min_coverage: float =
         stretch = (n - 1 - i) + p  # characters of s[i+1-p:] that follow the period
         if stretch / p >= min_repeats and stretch >= max(min_coverage * n, MIN_LOOP_CHARS):
             start = n - stretch
+            start += _readable_start(s[start:start + p])
             return Loop(s[start:start + p], stretch / p, stretch / n, start)
     return None
+
+
+def _readable_start(unit: str) -> int:
+    """Where to start showing a repeating unit: after a sentence end, else after a space."""
+    doubled = unit + unit
+    for mark in (". ", "! ", "? ", " "):
+        k = doubled.find(mark)
+        if 0 <= k < len(unit):
+            return (k + len(mark)) % len(unit)
+    return 0
 
 
 def _core(token: str) -> str:

@@ -42,6 +42,7 @@ def write(gguf: str | os.PathLike, record: dict) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"format": FORMAT, **record}, f, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -25,6 +25,7 @@ class Loads:
         from ..llama_eval import ModelRunError, complete
         from ..llamacpp import find_tool, tool_version
 
+        ctx.require_header()
         s = ctx.settings(self)
         file = os.fspath(ctx.path)
         version = tool_version(find_tool("llama-completion"))

@@ -25,7 +25,10 @@ Behaviour, as documented for Ollama:
 Fault switches (attributes of :class:`Faults`): ``fail_create`` (answer that
 many creates with 500), ``drop_upload_after`` / ``drop_upload_times`` (cut the
 connection after that many body bytes of a blob upload), ``corrupt_uploads``
-(flip a byte of every upload, so its digest never matches).
+(flip a byte of every upload, so its digest never matches),
+``upload_bytes_per_second`` (a slow link, so an upload can be interrupted),
+``prune_after_upload`` (a stored blob is gone again, as when Ollama restarts
+and prunes blobs no manifest uses).
 
 Run it by hand: ``python tests/ollama_fake.py --root DIR [--port N]``.
 """
@@ -41,6 +44,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,6 +197,8 @@ class Faults:
     drop_upload_after: int | None = None
     drop_upload_times: int = 0
     corrupt_uploads: bool = False
+    upload_bytes_per_second: float | None = None  # a slow link: blob uploads take time
+    prune_after_upload: int = 0  # that many stored uploads vanish at once, as after a restart's blob pruning
 
 
 class CreateError(Exception):
@@ -608,10 +614,16 @@ def _handler_for(server: FakeOllama):
                         received += len(block)
                         h.update(block)
                         f.write(block)
+                        f.flush()
+                        if faults.upload_bytes_per_second:
+                            time.sleep(len(block) / faults.upload_bytes_per_second)
                 got = "sha256:" + h.hexdigest()
                 if got != digest.replace("-", ":", 1).lower():
                     return self._error(400, f"digest mismatch, expected {digest!r}, got {got!r}")
                 os.replace(tmp, target)
+                if faults.prune_after_upload > 0:
+                    faults.prune_after_upload -= 1
+                    target.unlink()
                 self._send(201)
             except (ConnectionError, OSError):
                 self.close_connection = True

@@ -3,7 +3,8 @@
 Steps: HEAD the blob and upload it only when the server lacks it (streamed
 from disk with a progress bar, then its throughput); compare the model the
 server already has under that name (``show``) and create it only when
-something differs; confirm with ``show`` and ``list``; with ``--push`` copy it
+something differs, and only after a HEAD shows the server still holds the
+whole, digest-checked blob; confirm with ``show`` and ``list``; with ``--push`` copy it
 to ``namespace/model:tag`` and push that. Transient errors (connection
 trouble, 5xx) are retried with backoff inside ``retry_seconds``; a digest
 mismatch makes gl re-hash the file once and start over.
@@ -155,6 +156,22 @@ class OllamaPublisher:
                                   f"({_human(rate)}/s)")
             return
 
+    def _verify_blob(self, client, req: PublishRequest, result: PublishResult, retry) -> None:
+        """Create only from a blob the server holds whole (it stores a blob only once its sha256 checks).
+
+        A server that restarted since the upload may have pruned it: upload it again, once.
+        """
+        def present():
+            return retry(lambda: self._blob_present(client, req.digest), "checking the blob")
+
+        if present():
+            return
+        req.echo(f"the server no longer holds blob sha256:{req.digest[:12]}; uploading it again")
+        self._ensure_blob(client, req, result, retry)
+        if not present():
+            raise GLError(f"the server at {req.options.host_url()} does not keep blob sha256:{req.digest[:12]} "
+                          f"({req.gguf.name}) after storing it; no model was created from it")
+
     def _retarget(self, req: PublishRequest, digest: str) -> None:
         req.digest = digest
         req.create["files"] = {k: f"sha256:{digest}" for k in req.create.get("files", {})}
@@ -247,6 +264,7 @@ class OllamaPublisher:
                 result.unchanged = True
                 result.actions.append(f"{req.name.short()} on the server already matches; nothing created")
             else:
+                self._verify_blob(client, req, result, retry)
                 retry(lambda: self._create(client, req, result), step)
                 step = f"confirming {req.name.short()}"
                 retry(lambda: self._confirm(client, req), step)

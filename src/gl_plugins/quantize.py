@@ -34,6 +34,7 @@ from .errors import GLError, InputError, ToolError
 PARTIAL = ".gl-partial"
 _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _TOTAL = re.compile(r"quant size\s+=\s+([\d.]+) MiB \(([\d.]+) BPW\)")
+_VERSION = re.compile(r"^version:\s*(.+)$", re.I)
 _FALLBACKS = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
 
 
@@ -134,18 +135,18 @@ def clean_stale(out: Path) -> list[Path]:
     return removed
 
 
-class _TermAsInterrupt:
-    """While active, SIGTERM raises KeyboardInterrupt like Ctrl-C, so cleanup runs."""
+class _SigtermRaises:
+    """While active, SIGTERM raises :class:`gl_plugins.interrupts.Terminated` (as ``gl`` itself arranges),
+    also when :func:`quantize` is called as a library, so the clean-up runs."""
 
     def __enter__(self):
         self.old = None
-        if _main_thread():
-            self.old = signal.signal(signal.SIGTERM, self._raise)
-        return self
+        if _main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            from .interrupts import install
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
+            self.old = signal.getsignal(signal.SIGTERM)
+            install()
+        return self
 
     def __exit__(self, *exc):
         if self.old is not None:
@@ -161,13 +162,14 @@ def _main_thread() -> bool:
 
 # ---------------------------------------------------------------- running llama-quantize
 
-def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str, float]:
-    """Run llama-quantize, driving a progress bar from its per-tensor lines; (output tail, seconds)."""
+def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str, str | None, float]:
+    """Run llama-quantize, driving a progress bar from its per-tensor lines; (output tail, version, seconds)."""
     from tqdm import tqdm
 
     from .llamacpp import last_error_line
 
     tail: deque[str] = deque(maxlen=60)
+    version = None
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, errors="replace", bufsize=1)
@@ -176,6 +178,8 @@ def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str,
                   disable=None if progress else True, leave=False) as bar:
             for line in proc.stdout:
                 tail.append(line.rstrip("\n"))
+                if version is None and (v := _VERSION.match(line)):
+                    version = v.group(1).strip()
                 m = _PROGRESS.match(line)
                 if m:
                     bar.total = int(m.group(2))
@@ -196,7 +200,7 @@ def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str,
     if rc != 0:
         why = f"was killed by signal {-rc}" if rc < 0 else f"failed with status {rc}"
         raise ToolError(f"llama-quantize {why}: {last_error_line(text)}")
-    return text, time.monotonic() - start
+    return text, version, time.monotonic() - start
 
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix: str | os.PathLike | None = None,
@@ -235,17 +239,16 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
     blocked = res.needs_imatrix() if imatrix is None else []
     if blocked:
         a = blocked[0]
-        raise GLError(f"{len(blocked)} tensors get types llama-quantize makes only with an importance matrix "
+        raise GLError(f"{model}: {len(blocked)} tensors get types llama-quantize makes only with an importance matrix "
                       f"(e.g. {a.name} -> {a.type}); give --imatrix FILE or choose other types")
     exe = find_tool("llama-quantize")
-    version = tool_version(exe)
     say(f"plan: {len(res.assignments)} tensors, {res.bytes / 2**20:.1f} MiB, {res.bpw:.3f} bits per weight "
         f"predicted, {len(res.fallbacks())} shape fallbacks")
 
     clean_stale(out)
     partial = partial_path(out)
     wrote_provenance = False
-    with tempfile.TemporaryDirectory(prefix="gl-quantize-") as tmp, _TermAsInterrupt():
+    with tempfile.TemporaryDirectory(prefix="gl-quantize-") as tmp, _SigtermRaises():
         map_path = os.path.join(tmp, "tensor-types.txt") if plan.rules else None
         if map_path:
             write_map(map_path, plan.rules)
@@ -253,7 +256,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
                                          os.fspath(imatrix) if imatrix else None, threads=threads)]
         say("running: " + shlex.join(argv))
         try:
-            log, seconds = _run_quantize(argv, len(res.assignments), progress)
+            log, version, seconds = _run_quantize(argv, len(res.assignments), progress)
             read_header(partial)  # the result must parse before it is given the final name
             total = _TOTAL.search(log)
             fb = _FALLBACKS.search(log)
@@ -268,7 +271,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
                 "plan": plan_to_dict(plan),
                 "tensor_map": render(plan.rules) if plan.rules else None,
                 "command": argv,
-                "llama_cpp": version,
+                "llama_cpp": version or tool_version(find_tool("llama-completion")),
                 "predicted": {"bpw": round(res.bpw, 4), "bytes": res.bytes, "n_params": res.n_params,
                               "fallbacks": len(res.fallbacks())},
                 "measured": {"bpw": float(total.group(2)) if total else None,

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from ..sarif import chosen_format, format_option
+
 
 def _settings(values, target_bpw=None) -> dict:
     """``--set NAME.KEY=VALUE`` options as {validator: {key: "value"}} (typed by validate_file)."""
@@ -87,7 +89,8 @@ def _epilog() -> str:
 @click.option("--target-bpw", type=float, help="Bits per weight the file should not exceed (bpw.target).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: passed, findings, bpw, perplexity, "
                                                       "base_perplexity, figures.")
-def validate(quant, base, plan_path, only, settings, target_bpw, as_json):
+@format_option
+def validate(quant, base, plan_path, only, settings, target_bpw, as_json, fmt):
     """Check a quantized GGUF before publishing it.
 
     Every validator reports findings: the file is complete and matches the
@@ -98,9 +101,14 @@ def validate(quant, base, plan_path, only, settings, target_bpw, as_json):
     from ..findings import dumps
     from ..validate import validate_file
 
+    fmt = chosen_format(fmt, as_json)
     report = validate_file(quant, base=base, plan=plan_path, only=only,
                            options=_settings(settings, target_bpw), echo=_progress())
-    if as_json:
+    if fmt == "sarif":
+        from ..sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(report.findings, command="gl validate", artifact=quant))
+    elif fmt == "json":
         click.echo(dumps(report.to_dict()))
     else:
         print_report(report)

@@ -131,3 +131,20 @@ def test_a_rule_takes_the_most_severe_level_of_its_findings():
     (rule,) = doc["runs"][0]["tool"]["driver"]["rules"]
     assert rule["defaultConfiguration"]["level"] == "error"
     assert [r["level"] for r in results(doc)] == ["warning", "error"]
+
+
+def test_validate_findings_for_code_scanning(gl, model):
+    # a truncated GGUF: structure reports it, the other validators cannot judge it
+    data = model.read_bytes()
+    Path("cut.gguf").write_bytes(data[: len(data) // 2])
+    code, out, _ = gl("validate", "cut.gguf", "--only", "structure,bpw", "--format", "sarif")
+    doc = valid(json.loads(out))
+    assert code == 1
+    by_rule = {r["ruleId"]: r for r in results(doc)}
+    assert by_rule["structure-unreadable"]["level"] == "error"
+    assert by_rule["validator-skipped"]["level"] == "note"
+    for r in results(doc):  # every result sits on the file validated
+        assert r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "cut.gguf"
+    code, out, _ = gl("validate", model, "--only", "structure", "--format", "sarif")
+    doc = valid(json.loads(out))
+    assert code == 0 and [r["ruleId"] for r in results(doc)] == ["structure-ok"]

@@ -33,6 +33,14 @@ def _base_path(variant: Variant) -> Path | None:
     return model_path(b.base[len(PKG_PREFIX):])
 
 
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def describe_build(variant: Variant) -> str:
     b = variant.build
     how = (f"recipe {b.recipe}" + (f" {json.dumps(b.options, sort_keys=True)}" if b.options else "")
@@ -89,20 +97,25 @@ def validate(variant: Variant, echo) -> list[Finding]:
     key = _validation_key(variant, validators)
     cached = _validation_cache() / f"{key}.json"
     try:
-        return [Finding(**d) for d in json.loads(cached.read_text())]
-    except (OSError, ValueError, TypeError):
+        entry = json.loads(cached.read_text())
+        was = entry["path"]
+        return [Finding(**{**d, "file": os.fspath(variant.gguf) if d.get("file") == was else d.get("file")})
+                for d in entry["findings"]]
+    except (OSError, ValueError, TypeError, KeyError):
         pass
     from .validate import validate_file
 
     echo(f"validating {variant.gguf.name} ({', '.join(validators) or 'no validators'})")
     base = _base_path(variant)
-    report = validate_file(variant.gguf, base=base)
+    if base is not None and not _is_gguf(base):
+        base = None  # a config.json base: the provenance beside the file names the real source, if any
+    report = validate_file(variant.gguf, base=base, echo=lambda name: echo(f"  {name}"))
     findings = list(report.findings)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump([x.to_dict() for x in findings], f)
+            json.dump({"path": os.fspath(variant.gguf), "findings": [x.to_dict() for x in findings]}, f)
         os.replace(tmp, cached)
     except OSError:
         pass

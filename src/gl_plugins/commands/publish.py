@@ -72,6 +72,9 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
         ensure_built(variant, echo)
 
     validation = validate(variant, echo)
+    for f in validation:
+        if f.severity == "error" or (f.severity == "warning" and not as_json):
+            echo(f.text())
     refuse_if_errors(validation, f"{variant.name} ({variant.gguf.name}) validation", force)
     lint = []
     req = build_request(cfg, variant, options, echo=echo, findings_out=lint)

@@ -106,20 +106,17 @@ def test_hook_gl_register_commands(site, tiny):
 
 def test_hook_gl_register_validators(site, tiny):
     install(site, "gl-wide-embeddings", "gl_register_validators")
-    code = ("import json, sys; from gl_plugins.validate import validate_file; "
-            "r = validate_file(sys.argv[1], only=['structure', 'wide-embeddings']); "
-            "print(json.dumps(r.to_dict()))")
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("GL_PLUGINS", None)
-    r = subprocess.run([sys.executable, "-c", code, str(tiny)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_gl(site, "validate", tiny, "--only", "structure,wide-embeddings", "--json")
+    assert r.returncode == 0, r.stderr  # a warning does not fail the file
     doc = json.loads(r.stdout)
-    assert doc["validators"] == ["structure", "wide-embeddings"]
+    assert doc["validators"] == ["structure", "wide-embeddings"] and doc["passed"]
     (mine,) = [f for f in doc["findings"] if f["validator"] == "wide-embeddings"]
     assert (mine["severity"], mine["code"], mine["tensor"]) == ("warning", "embeddings-unquantized",
                                                                  "token_embd.weight")
     assert mine["message"].startswith("token_embd.weight is F16: 0.2 MiB, ")
-    assert doc["figures"]["embedding_share"] > 0 and doc["passed"]  # a warning does not fail the file
+    assert doc["figures"]["embedding_share"] > 0
+    r = run_gl(site, "validate", tiny, "--only", "wide-embeddings")
+    assert "wide-embeddings  warn" in r.stdout
 
 
 def test_hook_gl_register_publishers(site, tmp_path, llama_bin):

@@ -222,10 +222,31 @@ class Protect:
 
 # ------------------------------------------------------------------ budget
 
-# Activation-weighted relative output error ||(W - Q(W)) x||^2 / ||W x||^2 of each
-# type, (without imatrix, with imatrix), measured by bench/quant_error.py on the
-# layers 0, 6, 11, 17 of Gemma 3 270M (F16) with an imatrix from pydoc_data text.
-TYPE_ERROR: dict[str, tuple[float | None, float]] = {}
+# Relative output error ||(W - Q(W)) x||^2 / ||W x||^2 of each type, as (quantized without
+# an imatrix, with one): geometric means over the 28 weights of a synthetic model with
+# Gaussian weights and log-normal input importances, measured by bench/quant_error.py with
+# the pinned llama.cpp. None: llama-quantize will not make the type without an imatrix.
+TYPE_ERROR: dict[str, tuple[float | None, float]] = {
+    "Q2_K": (8.783e-02, 4.113e-02),
+    "Q3_K": (2.275e-02, 1.487e-02),
+    "Q4_K": (5.092e-03, 3.275e-03),
+    "Q5_K": (1.305e-03, 8.824e-04),
+    "Q6_K": (3.152e-04, 2.188e-04),
+    "Q8_0": (2.863e-05, 2.863e-05),
+    "Q4_0": (7.384e-03, 5.174e-03),
+    "Q4_1": (6.119e-03, 3.146e-03),
+    "Q5_0": (1.822e-03, 1.274e-03),
+    "Q5_1": (1.433e-03, 7.399e-04),
+    "IQ4_NL": (5.797e-03, 4.113e-03),
+    "IQ4_XS": (5.887e-03, 4.229e-03),
+    "IQ3_S": (2.757e-02, 1.114e-02),
+    "IQ3_XXS": (None, 1.660e-02),
+    "IQ2_S": (None, 4.097e-02),
+    "IQ2_XS": (None, 5.041e-02),
+    "IQ2_XXS": (None, 6.883e-02),
+    "IQ1_M": (None, 1.139e-01),
+    "IQ1_S": (None, 1.570e-01),
+}
 
 # How much a unit of relative output error in one tensor costs, by role. These
 # are priors, in the spirit of llama.cpp's own mixtures (which spend extra bits

@@ -173,3 +173,25 @@ def test_a_variant_failing_validation_is_refused_with_its_findings(gl, tmp_path,
                         "--force")
     assert code == 0, err
     assert fake_ollama.manifest("broken:f16") is not None
+
+
+def test_the_example_builds_from_the_f16_base_and_publishes_end_to_end(gl, tmp_path, fake_ollama, gemma_f16):
+    """examples/gemma3-270m as shipped: gl publish quantizes, validates, creates; offline it bundles."""
+    folder = tmp_path / "gemma3-270m"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("build", "dist"))
+    code, out, err = gl("publish", NAME, "--config", folder / "gl.toml", "--host", fake_ollama.url)
+    assert code == 0, out + err
+    gguf = folder / "build" / "gemma3-270m-q4_k.gguf"
+    assert gguf.is_file() and (folder / "build" / "gemma3-270m-q4_k.gguf.gl.json").is_file()
+    assert "building " in err and "by recipe uniform" in err and "validating gemma3-270m-q4_k.gguf" in err
+    assert out.strip().splitlines()[-1] == f"{NAME} published via ollama ({fake_ollama.url})"
+    shown = ollama.Client(host=fake_ollama.url).show(NAME)
+    from gl_plugins import digests
+
+    assert f"sha256-{digests.sha256_file(gguf)}" in shown.modelfile
+    # the same variant offline: nothing is rebuilt or revalidated, a bundle is written
+    code, out, err = gl("publish", NAME, "--config", folder / "gl.toml", "--host", closed_port_url())
+    assert code == 0, err
+    assert "building " not in err and "validating" not in err
+    bundle = folder / "dist" / "gemma3-270m-q4"
+    assert os.path.samefile(bundle / "gemma3-270m-q4_k.gguf", gguf)

@@ -95,6 +95,15 @@ def digest(path: str | os.PathLike, progress=None) -> tuple[str, bool]:
     return value, False
 
 
+def remember(path: str | os.PathLike, sha256: str) -> None:
+    """Record a digest computed elsewhere (e.g. by gl quantize, which hashes what it writes)."""
+    key, stamp = _key(Path(path))
+    data = _load()
+    data.pop(key, None)
+    data[key] = {**stamp, "sha256": sha256}
+    _save(data)
+
+
 def forget(path: str | os.PathLike) -> None:
     key = os.fspath(Path(path).resolve())
     data = _load()

@@ -63,10 +63,16 @@ def ensure_built(variant: Variant, echo, *, dry_run: bool = False):
     echo(f"building {plan['describe']}")
     b = variant.build
     variant.gguf.parent.mkdir(parents=True, exist_ok=True)
-    quantize.build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe, options=b.options,
-                           map_path=b.map, base_type=b.base_type, imatrix=b.imatrix, echo=echo)
+    result = quantize.build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe,
+                                    options=b.options, map_path=b.map, base_type=b.base_type, imatrix=b.imatrix,
+                                    echo=echo)
     if not variant.gguf.is_file():
         raise GLError(f"building {variant.name} finished without writing {variant.gguf}")
+    written = result.record.get("output") or {}
+    if written.get("sha256") and written.get("bytes") == variant.gguf.stat().st_size:
+        from . import digests
+
+        digests.remember(variant.gguf, written["sha256"])  # quantize hashed it already
     plan["built"] = True
     return plan
 

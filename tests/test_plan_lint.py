@@ -7,7 +7,6 @@ import json
 import pytest
 
 from gl_plugins.dry_run import dry_run
-from gl_plugins.facts import load_facts
 from gl_plugins.plan import Rule, TensorPlan
 
 # The lab's way: a comment, unanchored blk.N rules, unescaped dots, K-types on 640-wide rows,

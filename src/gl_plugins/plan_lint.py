@@ -12,6 +12,8 @@ map-syntax                    error     llama-quantize rejects the token (no ``=
                                         empty pattern or type, unknown type): unusable map
 map-regex                     error     the pattern is not a regex llama.cpp compiles: unusable
 map-type-not-producible       error     a ggml type llama-quantize cannot write: unusable
+map-type-no-fallback          error     a type whose block does not divide the rows and that has
+                                        no fallback (Q1_0 on 64-wide rows): llama-quantize stops
 pattern-lowercased            error /   llama-quantize lowercases patterns; error when that
                               warning   changes what the rule matches
 rule-matches-nothing          error     no tensor of the model has such a name
@@ -50,7 +52,7 @@ from .tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compi
                          parse_token, tokens)
 
 SOURCE = "plan-lint"
-UNUSABLE = frozenset({"map-syntax", "map-regex", "map-type-not-producible"})
+UNUSABLE = frozenset({"map-syntax", "map-regex", "map-type-not-producible", "map-type-no-fallback"})
 MIB = 1024 * 1024
 
 

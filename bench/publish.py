@@ -6,7 +6,11 @@ Measured in one run, on the same file (warm page cache for every reader):
 - gl's hashing throughput, and its ratio to sha256sum (target >= 0.70);
 - upload throughput of the first publish, and its ratio to sha256sum (target >= 0.70);
 - peak RSS of the publishing process (target < 150 MB);
-- wall time of the second publish, a whole ``python`` process (target < 1 s).
+- wall time of the second publish of the unchanged file (target < 1 s): the
+  publishing step in a fresh process, and the whole ``gl publish`` command
+  (its validation findings are cached per file, so the second run does not
+  start llama.cpp; the bench file is not a runnable model, so it is
+  published with ``--force``).
 
 The server is the test suite's fake Ollama (tests/ollama_fake.py) in its own
 process. Usage: ``python bench/publish.py [--size-gb 2] [--keep DIR]``.
@@ -114,6 +118,13 @@ def main(argv=None) -> int:
         ref = file_size / (time.monotonic() - t)
         first, first_wall, first_rss = run_child([str(work / "gl.toml"), url], env)
         second, second_wall, second_rss = run_child([str(work / "gl.toml"), url], env)
+        cli = [sys.executable, "-m", "gl_plugins", "publish", "bench:big", "--config", str(work / "gl.toml"),
+               "--host", url, "--to", "ollama", "--force", "--json"]
+        env["GL_VALIDATION_CACHE"] = str(work / "validations")
+        subprocess.run(cli, env=env, capture_output=True, check=True)  # validates once, finds the model unchanged
+        t = time.monotonic()
+        again = json.loads(subprocess.run(cli, env=env, capture_output=True, check=True, text=True).stdout)
+        cli_wall = time.monotonic() - t
     finally:
         server.terminate()
         server.wait()
@@ -127,15 +138,19 @@ def main(argv=None) -> int:
         ("upload (first publish)", f"{upload_rate / 1e6:.0f} MB/s, ratio {upload_rate / ref:.2f} (target >= 0.70)"),
         ("first publish", f"{first_wall:.1f} s"),
         ("peak RSS", f"{peak / 1e6:.0f} MB (target < 150 MB)"),
-        ("second publish", f"{second_wall:.2f} s process wall, {second['in_process_seconds']:.2f} s in process, "
-                           f"{'unchanged' if second['unchanged'] else 'CHANGED'} (target < 1 s)"),
+        ("second publish step", f"{second_wall:.2f} s process wall, {second['in_process_seconds']:.2f} s in "
+                                f"process, {'unchanged' if second['unchanged'] else 'CHANGED'}"),
+        ("second gl publish", f"{cli_wall:.2f} s, {'unchanged' if again['result']['unchanged'] else 'CHANGED'} "
+                              f"(target < 1 s)"),
+        ("load average", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"),
     ]
     for k, v in rows:
         print(f"{k:>24}: {v}")
-    ok = (hash_rate / ref >= 0.70 and upload_rate / ref >= 0.70 and peak < 150e6 and second_wall < 1.0
-          and second["unchanged"] and second["hash_cached"])
+    ok = (hash_rate / ref >= 0.70 and upload_rate / ref >= 0.70 and peak < 150e6 and cli_wall < 1.0
+          and second["unchanged"] and second["hash_cached"] and again["result"]["unchanged"])
     print(json.dumps({"sha256sum_Bps": ref, "hash_ratio": hash_rate / ref, "upload_ratio": upload_rate / ref,
-                      "peak_rss_bytes": peak, "second_publish_seconds": second_wall, "pass": ok}))
+                      "peak_rss_bytes": peak, "second_publish_seconds": second_wall,
+                      "second_gl_publish_seconds": cli_wall, "load_average": os.getloadavg()[0], "pass": ok}))
     if not args.keep:
         import shutil
 

@@ -10,6 +10,7 @@ errors (unless forced), renders and lints its Modelfile, then hands a
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .modelfile_lint import ChatInfo, chat_info, lint_modelfile
 from .modelfile_templates import compose, detect_family, family_name, template
 from .ollama_names import ModelName, parse_name
 
-SECRET_ENV = ("OLLAMA_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
+from .redaction import SECRET_ENV, redact  # noqa: F401 - publishers import them from here
 
 
 @dataclass
@@ -57,6 +58,7 @@ class PublishRequest:
     variant: Variant | None = None
     family: str | None = None
     echo: object = print  # progress lines (stderr in the CLI)
+    seconds: dict = field(default_factory=dict)  # time per preparation step, e.g. {"hash": 3.2}
 
 
 @dataclass
@@ -75,15 +77,6 @@ class PublishResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def redact(text: str) -> str:
-    """``text`` with the values of secret environment variables blanked out."""
-    for key in SECRET_ENV:
-        value = os.environ.get(key)
-        if value and len(value) >= 4:
-            text = text.replace(value, f"<{key}>")
-    return text
 
 
 # ---------------------------------------------------------------- choosing a publisher
@@ -177,10 +170,12 @@ def build_request(cfg: Config, variant: Variant, options: PublishOptions, *, ech
     findings = lint_variant(mf, info)
     if findings_out is not None:
         findings_out.extend(findings)
-    digest, _ = hash_with_progress(gguf, echo, options.progress)
+    started = time.monotonic()
+    digest, was_cached = hash_with_progress(gguf, echo, options.progress)
+    hashed = {} if was_cached else {"hash": time.monotonic() - started}
     body = create_body(name, mf, gguf, digest)
     return PublishRequest(name, gguf, digest, gguf.stat().st_size, mf, body, options, variant,
-                          source, echo)
+                          source, echo, hashed)
 
 
 def options_from(settings: PublishSettings, *, host=None, push=False, dry_run=False,

@@ -89,6 +89,7 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
     if as_json:
         out = {"variant": variant.name, "gguf": os.fspath(variant.gguf), "sha256": req.digest,
                "publisher": publisher.name, "reason": reason, "result": result.to_dict(),
+               "seconds": {**req.seconds, **result.seconds},
                "modelfile": mfmod.render(req.modelfile),
                "findings": [f.to_dict() for f in validation + lint]}
         click.echo(redact(dumps(out)))

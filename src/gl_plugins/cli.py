@@ -76,7 +76,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GLError as e:
-            click.echo(f"gl: error: {e}", err=True)
+            from .redaction import redact
+
+            click.echo(f"gl: error: {redact(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see interrupts.py); clean-ups have run
             from .interrupts import exit_code
@@ -109,7 +111,9 @@ def main(argv=None) -> int:
     except click.exceptions.Exit as e:
         return e.exit_code
     except GLError as e:
-        click.echo(f"gl: error: {e}", err=True)
+        from .redaction import redact
+
+        click.echo(f"gl: error: {redact(str(e))}", err=True)
         return e.exit_code
     return rv if isinstance(rv, int) else 0
 

@@ -71,8 +71,10 @@ _dists: dict[str, str] = {}  # plugin name -> "dist version"
 
 
 def _report(problem: PluginProblem) -> None:
+    from .redaction import redact
+
     problems.append(problem)
-    print(f"gl: warning: {problem}", file=sys.stderr)
+    print(redact(f"gl: warning: {problem}"), file=sys.stderr)
 
 
 def _allowed() -> set[str] | None:
@@ -195,7 +197,9 @@ def call(obj, method: str, *args, passthrough: tuple = (), **kwargs):
 
 def report(failure: PluginFailed) -> None:
     """Say on stderr that a plugin failed; the command goes on with the other plugins."""
-    print(f"gl: error: {failure}; its results are left out", file=sys.stderr)
+    from .redaction import redact
+
+    print(redact(f"gl: error: {failure}; its results are left out"), file=sys.stderr)
 
 
 def exit_status(status: int, *hooks: str) -> int:

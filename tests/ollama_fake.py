@@ -25,7 +25,9 @@ Behaviour, as documented for Ollama:
 Fault switches (attributes of :class:`Faults`): ``fail_create`` (answer that
 many creates with 500), ``drop_upload_after`` / ``drop_upload_times`` (cut the
 connection after that many body bytes of a blob upload), ``corrupt_uploads``
-(flip a byte of every upload, so its digest never matches),
+(flip a byte of every upload, so its digest never matches), ``reject_status``
+(every API request answered with that status), ``echo_authorization`` (error
+bodies quote the request's Authorization header),
 ``upload_bytes_per_second`` (a slow link, so an upload can be interrupted),
 ``prune_after_upload`` (a stored blob is gone again, as when Ollama restarts
 and prunes blobs no manifest uses).
@@ -199,6 +201,8 @@ class Faults:
     corrupt_uploads: bool = False
     upload_bytes_per_second: float | None = None  # a slow link: blob uploads take time
     prune_after_upload: int = 0  # that many stored uploads vanish at once, as after a restart's blob pruning
+    reject_status: int | None = None  # answer every API request with this status (401, 500 …)
+    echo_authorization: bool = False  # error bodies quote the request's Authorization header, as careless servers do
 
 
 class CreateError(Exception):
@@ -464,7 +468,20 @@ def _handler_for(server: FakeOllama):
             self._record(status)
 
         def _error(self, status: int, message: str):
+            if server.faults.echo_authorization:
+                message += f" (request authorization: {self.headers.get('Authorization')})"
             self._send(status, {"error": message})
+
+        def _rejected(self) -> bool:
+            """Answer with the reject_status fault (the body read and dropped); True when it did."""
+            if server.faults.reject_status is None or not self.path.startswith("/api/"):
+                return False
+            if self.command in ("POST", "DELETE"):
+                for _ in self._body_chunks():
+                    pass
+            self._error(server.faults.reject_status, "unauthorized" if server.faults.reject_status == 401
+                        else "fake fault: internal server error")
+            return True
 
         def _body_chunks(self):
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -537,6 +554,8 @@ def _handler_for(server: FakeOllama):
         def do_GET(self):
             if self.headers.get("Authorization"):
                 server.auth_headers.append(self.headers["Authorization"])
+            if self._rejected():
+                return
             if self.path == "/":
                 return self._send(200, b"Ollama is running", content_type="text/plain; charset=utf-8")
             if self.path == "/api/version":
@@ -546,6 +565,8 @@ def _handler_for(server: FakeOllama):
             self._send(404, b"404 page not found", content_type="text/plain")
 
         def do_HEAD(self):
+            if server.faults.reject_status is not None:
+                return self._send(server.faults.reject_status)
             m = re.fullmatch(r"/api/blobs/(.+)", self.path)
             if not m:
                 return self._send(404)
@@ -556,6 +577,8 @@ def _handler_for(server: FakeOllama):
         def do_POST(self):
             if self.headers.get("Authorization"):
                 server.auth_headers.append(self.headers["Authorization"])
+            if self._rejected():
+                return
             m = re.fullmatch(r"/api/blobs/(.+)", self.path)
             if m:
                 return self._upload(m.group(1))

@@ -53,6 +53,10 @@ def files_under(folder: Path) -> list[str]:
 
 
 def temporaries(folder: Path) -> list[str]:
-    """Files below ``folder`` that look like temporary or partial outputs."""
+    """Files below ``folder`` named as gl's temporary or partial outputs are named.
+
+    gl writes ``.NAME.XXXX.tmp`` beside a target and renames it; builds happen in ``.build-*``.
+    """
     return [p for p in files_under(folder)
-            if any(part.startswith(".") or part.endswith((".tmp", "-partial", ".part")) for part in Path(p).parts)]
+            if any(part.endswith((".tmp", "-partial", ".part")) or part.startswith(".build-")
+                   for part in Path(p).parts)]

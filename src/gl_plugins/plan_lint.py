@@ -43,6 +43,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .errors import GLError
 from .findings import Finding
 from .ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
 from .plan import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
@@ -173,10 +174,11 @@ def lint(data: bytes | None, facts, *, where: str = "map", option_rules: list[st
             counts[r.type] = counts.get(r.type, 0) + 1
         quant = sorted((c, t) for t, c in counts.items() if t in FTYPE_FOR_TYPE and TYPES_BY_NAME[t].quantized)
         base_type = FTYPE_FOR_TYPE[quant[-1][1]] if quant else "Q8_0"
-        findings.append(Finding("info", "base-type-assumed", f"no --base-type given; assuming {base_type} "
-                                f"(the commonest quantized type of the rules)", SOURCE, file=where,
-                                hint="pass --base-type with the type you give llama-quantize: it decides "
-                                     "every tensor no rule names"))
+        assumption = Finding("info", "base-type-assumed", f"no --base-type given; assuming {base_type} "
+                             f"(the commonest quantized type of the rules)", SOURCE, file=where,
+                             hint="pass --base-type with the type you give llama-quantize: it decides "
+                                  "every tensor no rule names")
+        findings.append(assumption)
     base = get_ftype(base_type)
     tok = get_type(token_embedding_type).name if token_embedding_type else None
     out = get_type(output_tensor_type).name if output_tensor_type else None
@@ -187,8 +189,13 @@ def lint(data: bytes | None, facts, *, where: str = "map", option_rules: list[st
             res = resolve(plan, facts)
             break
         except NoFallbackError as e:
-            if e.rule_no is None:
-                raise
+            if e.rule_no is None:  # the base type's own mixture stops llama-quantize
+                if not assumed or plan.base_type == "Q8_0":
+                    raise GLError(f"{where}: with base type {plan.base_type}, {e}") from None
+                assumption.message = (f"no --base-type given; assuming Q8_0 ({plan.base_type}, the commonest "
+                                      f"quantized type of the rules, has no fallback for {e.tensor})")
+                plan.base_type = base = "Q8_0"
+                continue
             r = usable_rules.pop(e.rule_no - 1)
             del plan.rules[e.rule_no - 1]
             findings.append(Finding("error", "map-type-no-fallback", f"{r.token!r} gives {e.tensor} {e.type}, "

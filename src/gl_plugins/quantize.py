@@ -61,7 +61,9 @@ def plan_from_recipe(facts, name: str, options: dict | None = None, imatrix: str
     for opt in recipe.options:  # the recipe's own --imatrix gets the imatrix being used
         if "--imatrix" in opt.opts and imatrix and opt.name not in kwargs:
             kwargs[opt.name] = os.fspath(imatrix)
-    return recipe.plan(facts, **kwargs)
+    from .plugins import call
+
+    return call(recipe, "plan", facts, **kwargs)
 
 
 def recipe_kwargs(recipe, options: dict) -> dict:

@@ -84,7 +84,9 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
     refuse_if_errors(lint, f"the Modelfile of {variant.name}", force)
 
     echo(f"publisher: {publisher.name} ({reason})")
-    result = publisher.publish(req)
+    from .. import plugins
+
+    result = plugins.call(publisher, "publish", req)
 
     if as_json:
         out = {"variant": variant.name, "gguf": os.fspath(variant.gguf), "sha256": req.digest,

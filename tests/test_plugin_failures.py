@@ -84,8 +84,8 @@ def model(tmp_path_factory):
     return p
 
 
-def gl(site, *args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(site)}
+def gl(site, *args, cwd=None, env=None):
+    env = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
     env.pop("GL_PLUGINS", None)
     r = subprocess.run([sys.executable, "-m", "gl_plugins", *map(str, args)], capture_output=True, text=True,
                        env=env, cwd=cwd, timeout=600)
@@ -129,3 +129,33 @@ def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(sit
     r = gl(site, "imatrix", "audit", imx, "--model", model, "--quant", "Q4_K_M")
     assert (clean.returncode, r.returncode) == (0, 1)
     assert "gl: 1 plugin failure(s); the results above are incomplete" in r.stderr
+
+
+def test_a_raising_recipe_in_gl_quantize_writes_nothing(site, model, tmp_path):
+    out = tmp_path / "q.gguf"
+    r = gl(site, "quantize", model, out, "--recipe", "boom")
+    assert r.returncode == 1
+    assert f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_report(site, model):
+    r = gl(site, "validate", model, "--only", "structure,boom", "--json")
+    assert r.returncode == 1
+    assert f"{WHO} validator 'boom'.validate: RuntimeError: validator exploded" in r.stderr
+    doc = json.loads(r.stdout)
+    by_validator = {f["validator"]: f for f in doc["findings"]}
+    assert by_validator["boom"]["code"] == "validator-failed" and by_validator["boom"]["severity"] == "error"
+    assert "structure" in doc["validators"] and doc["passed"] is False
+
+
+def test_a_raising_publisher_is_named_and_nothing_is_published(site, tmp_path):
+    import tiny_gguf
+
+    tiny_gguf.write(tmp_path / "tiny.gguf")
+    (tmp_path / "gl.toml").write_text('[models.tiny.variants.q4]\ngguf = "tiny.gguf"\n')
+    caches = {"GL_DIGEST_CACHE": str(tmp_path / "c" / "d.json"), "GL_VALIDATION_CACHE": str(tmp_path / "c" / "v")}
+    r = gl(site, "publish", "tiny:q4", "--to", "boom", "--force", cwd=tmp_path, env=caches)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == f"gl: error: {WHO} publisher 'boom'.publish: RuntimeError: publisher exploded"
+    assert "published" not in r.stdout

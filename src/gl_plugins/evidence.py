@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import plugins
 from .errors import GLError, InputError
 from .facts import ModelFacts, Tensor
 
@@ -256,11 +257,16 @@ def score(predictors, observations: list[Observation]) -> dict[str, Score]:
             s = scores[p.name]
             row = {"model": obs.label, "quant": obs.quant, "outcome": obs.outcome, "line": obs.line}
             try:
-                verdict = p.predict(facts, obs.quant).verdict
-            except Exception as e:
+                verdict = plugins.call(p, "predict", facts, obs.quant).verdict
+            except plugins.PluginFailed as e:
+                error = e.problem.error
+            except (GLError, AttributeError) as e:  # refused these facts, or returned no Prediction
+                error = f"{type(e).__name__}: {e}"
+            else:
+                error = None
+            if error is not None:
                 s.errors += 1
-                s.details.append({**row, "verdict": None, "result": "error",
-                                  "error": f"{type(e).__name__}: {e}"})
+                s.details.append({**row, "verdict": None, "result": "error", "error": error})
                 continue
             guess = predicted_outcome(verdict)
             result = "abstained" if guess is None else ("right" if guess == obs.outcome else "wrong")

@@ -159,3 +159,12 @@ def test_a_raising_publisher_is_named_and_nothing_is_published(site, tmp_path):
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == f"gl: error: {WHO} publisher 'boom'.publish: RuntimeError: publisher exploded"
     assert "published" not in r.stdout
+
+
+def test_scoring_evidence_with_a_raising_predictor_scores_the_others(site):
+    r = gl(site, "predict", "--evidence", "builtin", "--json")
+    assert r.returncode == 1
+    assert "predictor 'boom' failed on evidence line 1: RuntimeError: predictor exploded" in r.stderr
+    scores = {s["predictor"]: s for s in json.loads(r.stdout)["scores"]}
+    assert scores["boom"]["errors"] == 5
+    assert scores["ffn-ratio"]["right"] == 4  # FACTS.md: the band rule classifies 4 of the 5 observations

@@ -44,6 +44,7 @@ def _save(data: dict) -> None:
     target = cache_file()
     if len(data) > MAX_ENTRIES:
         data = dict(list(data.items())[-MAX_ENTRIES:])
+    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".digests.", suffix=".tmp")
@@ -52,6 +53,9 @@ def _save(data: dict) -> None:
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs a re-hash next time
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def sha256_file(path: str | os.PathLike, progress=None) -> str:

@@ -117,6 +117,7 @@ def validate(variant: Variant, echo) -> list[Finding]:
         base = None  # a config.json base: the provenance beside the file names the real source, if any
     report = validate_file(variant.gguf, base=base, echo=lambda name: echo(f"  {name}"))
     findings = list(report.findings)
+    tmp = None
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
@@ -124,7 +125,10 @@ def validate(variant: Variant, echo) -> list[Finding]:
             json.dump({"path": os.fspath(variant.gguf), "findings": [x.to_dict() for x in findings]}, f)
         os.replace(tmp, cached)
     except OSError:
-        pass
+        pass  # not remembered: the next publish validates again
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
     return findings
 
 

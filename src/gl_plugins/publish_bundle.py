@@ -64,14 +64,18 @@ def _place_gguf(src: Path, dst: Path, digest: str) -> str:
     if tmp.exists():
         tmp.unlink()
     try:
-        os.link(src, tmp)
-        how = "hard-linked"
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
-            raise
-        shutil.copyfile(src, tmp)
-        how = "copied"
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+            how = "hard-linked"
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                raise
+            shutil.copyfile(src, tmp)
+            how = "copied"
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return how
 
 

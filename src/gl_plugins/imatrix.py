@@ -93,13 +93,14 @@ class IMatrix:
         ``values / ncall`` (values unchanged when ncall is 0).
         """
         counts = entry.counts.astype(np.float32)
-        if self.format == "gguf":
-            out = np.ones(entry.sums.shape, dtype=np.float32)
-            used = counts > 0
-            np.divide(entry.sums, counts[:, None], out=out, where=used[:, None])
-            return out
-        ncall = float(counts[0]) if len(counts) else 0.0
-        return entry.sums / np.float32(ncall) if ncall > 0 else np.array(entry.sums, dtype=np.float32)
+        with np.errstate(all="ignore"):  # NaN/Inf in a file are reported by entry_stats, not warned about
+            if self.format == "gguf":
+                out = np.ones(entry.sums.shape, dtype=np.float32)
+                used = counts > 0
+                np.divide(entry.sums, counts[:, None], out=out, where=used[:, None])
+                return out
+            ncall = float(counts[0]) if len(counts) else 0.0
+            return entry.sums / np.float32(ncall) if ncall > 0 else np.array(entry.sums, dtype=np.float32)
 
 
 # ------------------------------------------------------------------ reading
@@ -283,7 +284,8 @@ def _uint_key(path: str, kv: dict, key: str) -> int | None:
 
 
 def _check_counts(path: str, name: str, raw: np.ndarray, offset: int) -> np.ndarray:
-    bad = ~np.isfinite(raw) | (raw < 0) | (raw > MAX_COUNT) | (raw != np.round(raw))
+    with np.errstate(all="ignore"):
+        bad = ~np.isfinite(raw) | (raw < 0) | (raw > MAX_COUNT) | (raw != np.round(raw))
     if bad.any():
         j = int(np.argmax(bad))
         v = float(raw[j])
@@ -480,7 +482,9 @@ def _to_dat(imx: IMatrix, out: str, chunk_size: int | None) -> list[str]:
             if e.name in empty:
                 continue
             ncall = _calls(int(e.counts.max()), cs)
-            yield e.name, imx.importance(e) * np.float32(ncall), ncall
+            with np.errstate(all="ignore"):
+                values = imx.importance(e) * np.float32(ncall)
+            yield e.name, values, ncall
 
     write_dat(out, entries(), chunk_count=imx.chunk_count or 0,
               dataset=imx.datasets[-1] if imx.datasets else None)
@@ -526,7 +530,8 @@ def _to_gguf(imx: IMatrix, out: str, chunk_size: int | None) -> list[str]:
 
     def load(e):
         ncall = max(int(e.counts[0]), 1)
-        return e.sums * np.float32(cs), np.array([ncall * cs]), None
+        with np.errstate(all="ignore"):
+            return e.sums * np.float32(cs), np.array([ncall * cs]), None
 
     items = [OutEntry(e.name, 1, e.size, False, (lambda e=e: load(e))) for e in imx.entries.values()]
     chunks = imx.chunk_count if imx.chunk_count is not None else max(int(e.counts[0]) for e in imx.entries.values())

@@ -19,6 +19,7 @@ import bisect
 import functools
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 from .errors import GLError, InputError
@@ -167,7 +168,9 @@ def compile_pattern(pattern: str) -> re.Pattern:
     try:
         # MULTILINE changes nothing for one name (no newline in it) and lets the same
         # compiled pattern search many names joined by newlines (see NameIndex)
-        return re.compile(pattern, re.ASCII | re.MULTILINE)
+        with warnings.catch_warnings():  # "possible nested set" and the like: the user sees findings, not warnings
+            warnings.simplefilter("ignore")
+            return re.compile(pattern, re.ASCII | re.MULTILINE)
     except re.error as e:
         raise PatternError(e.msg) from None
 

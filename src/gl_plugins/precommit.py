@@ -15,7 +15,8 @@ check            gl.toml files: every key, path and declared Modelfile (as ``gl 
 modelfile-lint   Modelfiles, held against the GGUF their FROM names when it exists
 plan-lint        tensor-type files a variant names in ``build.map``, against its base
 imatrix-audit    imatrix files a variant names in ``build.imatrix``, against its base and plan
-predict          gl.toml: a variant whose quant type is predicted to fail
+predict          gl.toml (or a base): a variant whose declared type, or a type its plan gives
+                 the layers, is predicted to fail (or be risky, with --fail-on risky)
 """
 
 from __future__ import annotations

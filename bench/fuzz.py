@@ -11,6 +11,7 @@ slices repeated, invalid UTF-8, …). Prints, per target, cases tried, failures
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -31,7 +32,9 @@ def main() -> int:
     args = ap.parse_args()
     total_fail = 0
     print(f"{'target':<16} {'cases':>8} {'failures':>8} {'seconds':>8} {'cases/s':>8}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # each case is a file write: on tmpfs that costs 0.1 ms, on a busy disk up to 10 ms
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=shm, prefix="gl-fuzz-") as tmp:
         for name in args.target or sorted(TARGETS):
             t = TARGETS[name]
             seeds = t.seeds()

@@ -139,7 +139,7 @@ def diagnose(text: str, *, hit_limit: bool | None = None, min_repeats: float = M
     if hit_limit is not False:
         loop = find_loop(s, min_repeats, min_coverage)
         if loop:
-            unit = loop.unit if len(loop.unit) <= 80 else loop.unit[:77] + "…"
+            unit = loop.unit if len(loop.unit) <= 120 else loop.unit[:117] + "…"
             return Collapse("loop", f"{unit.strip()!r} repeats {loop.repeats:.1f} times to the token limit "
                                     f"({loop.coverage:.0%} of the output)", excerpt(s, loop.start),
                             {"period_chars": len(loop.unit), "repeats": round(loop.repeats, 2),

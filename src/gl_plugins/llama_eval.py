@@ -8,8 +8,10 @@ a 270M model takes seconds. A model llama.cpp cannot load or run raises
 :class:`ModelRunError` (a validator turns it into a finding); a missing tool
 raises :class:`~gl_plugins.errors.ToolError`.
 
-:func:`remembered` keeps results for an unchanged file (keyed by its sha256)
-under ``~/.cache/gl/eval``, so a base model is measured once.
+Both use two threads (``$GL_THREADS`` changes it: on a machine whose cores
+are busy, one thread is several times faster than two that wait on each
+other). :func:`remembered` keeps results for an unchanged file (keyed by its
+sha256) under ``~/.cache/gl/eval``, so a base model is measured once.
 """
 
 from __future__ import annotations
@@ -25,10 +27,20 @@ from pathlib import Path
 
 from .errors import ToolError
 
-THREADS = 2
+THREADS = 2  # default; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
 # prose topics of pydoc_data, in this order, cut at TEXT_CHARS characters
 TEXT_TOPICS = ("execmodel", "exceptions", "naming")
 TEXT_CHARS = 12000
+
+
+def default_threads() -> int:
+    raw = os.environ.get("GL_THREADS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else THREADS
+    except ValueError:
+        from .errors import GLError
+
+        raise GLError(f"GL_THREADS must be a whole number of threads, not {raw!r}") from None
 
 
 class ModelRunError(ToolError):
@@ -81,8 +93,9 @@ _TOTAL_MS = re.compile(r"total time =\s*([\d.]+) ms")
 
 
 def complete(model: str | os.PathLike, prompt: str, *, n_predict: int = 80, ctx: int = 512,
-             threads: int = THREADS, timeout: float = 180) -> Completion:
+             threads: int | None = None, timeout: float = 180) -> Completion:
     """Greedy continuation of ``prompt`` by ``model``."""
+    threads = threads or default_threads()
     args = ["-m", os.fspath(model), "-p", prompt, "-n", n_predict, "--temp", 0, "--seed", 1, "-no-cnv",
             "-t", threads, "-c", ctx, "--no-display-prompt", "--no-warmup"]
     r = _run("llama-completion", args, timeout)
@@ -138,9 +151,10 @@ _FINAL = re.compile(r"Final estimate: PPL = ([\d.]+|nan|inf)(?: \+/- ([\d.]+|nan
 _CHUNK = re.compile(r"\[(\d+)\]([\d.]+|nan|inf|-?nan)", re.I)
 
 
-def perplexity(model: str | os.PathLike, *, ctx: int = 128, chunks: int = 8, threads: int = THREADS,
+def perplexity(model: str | os.PathLike, *, ctx: int = 128, chunks: int = 8, threads: int | None = None,
                timeout: float = 600) -> Perplexity:
     """Perplexity of ``model`` on :func:`perplexity_text`, ``chunks`` chunks of ``ctx`` tokens."""
+    threads = threads or default_threads()
     args = ["-m", os.fspath(model), "-f", _text_file(), "-c", ctx, "-b", ctx, "--chunks", chunks,
             "-t", threads, "--seed", 1]
     r = _run("llama-perplexity", args, timeout)

@@ -55,7 +55,7 @@ class Generation:
 
     def validate(self, ctx) -> list[Finding]:
         from ..collapse import diagnose
-        from ..llama_eval import Completion, ModelRunError, complete, remembered
+        from ..llama_eval import Completion, ModelRunError, complete, default_threads, remembered
 
         ctx.require_header()
         s = ctx.settings(self)
@@ -66,7 +66,7 @@ class Generation:
 
         def base_run(prompt):
             d = remembered("generation", ctx.base, {"prompt": prompt, "n_predict": gen["n_predict"],
-                                                    "ctx": gen["ctx"]},
+                                                    "ctx": gen["ctx"], "threads": default_threads()},
                            lambda: complete(ctx.base, prompt, **gen).to_dict())
             return Completion(**d)
 

@@ -21,7 +21,7 @@ class Perplexity:
     defaults = {"ctx": 128, "chunks": 8, "warn_ratio": 1.15, "max_ratio": 1.5, "timeout": 900.0}
 
     def validate(self, ctx) -> list[Finding]:
-        from ..llama_eval import ModelRunError, Perplexity as Result, perplexity, remembered
+        from ..llama_eval import ModelRunError, Perplexity as Result, default_threads, perplexity, remembered
 
         ctx.require_header()
         s = ctx.settings(self)
@@ -41,7 +41,8 @@ class Perplexity:
             return [Finding("info", "perplexity-measured", f"perplexity {mine.value:.3f} ({setup}); no base "
                                                            f"model to compare with (give --base)", file=file)]
         try:
-            base = Result(**remembered("perplexity", ctx.base, {k: run[k] for k in ("ctx", "chunks")},
+            key = {"ctx": run["ctx"], "chunks": run["chunks"], "threads": default_threads()}
+            base = Result(**remembered("perplexity", ctx.base, key,
                                        lambda: perplexity(ctx.base, **run).to_dict()))
         except ModelRunError as e:
             return [Finding("error", "perplexity-base-failed",

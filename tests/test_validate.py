@@ -239,3 +239,25 @@ def test_a_crashing_validator_plugin_fails_the_file(sensible):
     (f,) = [f for f in report.findings if f.source == "boom"]
     assert (f.severity, f.code) == ("error", "validator-failed")
     assert "boom-plugin" in f.message and "ZeroDivisionError: division by zero" in f.message
+
+
+def test_plan_json_is_a_plan_too(gl, sensible, tmp_path):
+    from gl_plugins.plan import plan_to_dict
+
+    right, wrong = tmp_path / "q4_k_m.json", tmp_path / "q8_0.json"
+    right.write_text(json.dumps(plan_to_dict(stock_plan("Q4_K_M"))))
+    wrong.write_text(json.dumps({"plan": plan_to_dict(stock_plan("Q8_0"))}))  # as `gl plan --json` nests it
+    code, stdout, _ = gl("validate", sensible, "--plan", right, "--only", "plan-match")
+    assert code == 0 and f"all 236 tensors have the planned type (plan: plan {right})" in stdout
+    code, stdout, _ = gl("validate", sensible, "--plan", wrong, "--only", "plan-match")
+    assert code == 1 and "  error: plan-mismatch [blk.0.ffn_down.weight]: is Q6_K, the plan gives Q8_0" in stdout
+
+
+def test_a_provenance_of_another_file_is_ignored_with_a_warning(gl, sensible, mapped, tmp_path):
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(sensible, copy)
+    shutil.copyfile(str(mapped[0]) + ".gl.json", str(copy) + ".gl.json")
+    code, stdout, _ = gl("validate", copy, "--only", "plan-match")
+    assert code == 0
+    assert "  warning: provenance-stale: " in stdout and "it describes another file and is ignored" in stdout
+    assert "plan-match  skipped" in stdout

@@ -38,11 +38,11 @@ def test_experiment_records_an_outcome_predict_scores(gl, gemma_f16, tmp_path):
     # stock Q2_K costs this small model much of its perplexity: the validators call it a failure
     assert obs["outcome"] == "fails" and figures["perplexity_ratio"] > 1.5
     assert obs["note"].startswith("gl experiment: ") and "perplexity-ratio" in obs["note"]
-    assert re.search(r"^outcome: Q2_K fails \(bpw 6\.88\d*, ", stdout, re.M)
+    assert re.search(r"^outcome: Q2_K fails \(bpw 6\.8\d+, predicted_bpw 6\.8\d+, perplexity ", stdout, re.M)
     assert f"gl predict --evidence {ev}" in stdout
     assert list(tmp_path.iterdir()) == [ev]  # the quantized file was temporary
 
-    code, out, err = gl("predict", "--evidence", ev, "--json")
+    code, out, err = gl("predict", "--evidence", ev, "--json", "--explain")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["observations"] == 1

@@ -261,3 +261,28 @@ def test_a_provenance_of_another_file_is_ignored_with_a_warning(gl, sensible, ma
     assert code == 0
     assert "  warning: provenance-stale: " in stdout and "it describes another file and is ignored" in stdout
     assert "plan-match  skipped" in stdout
+
+
+def test_a_file_llama_cpp_cannot_run_fails_loads_with_its_error(gl, tmp_path, llama_bin):
+    from tiny_gguf import write
+
+    tiny = write(tmp_path / "tiny.gguf")  # a well-formed GGUF with one tensor: no model llama.cpp can build
+    code, stdout, _ = gl("validate", tiny, "--only", "structure,loads")
+    assert code == 1
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["structure", "ok"] and ["loads", "FAIL"] in [ln.split() for ln in lines]
+    (failed,) = [ln for ln in lines if "loads-failed" in ln]
+    assert failed.startswith("  error: loads-failed: llama.cpp ")
+    assert failed.endswith("cannot run the file: llama-completion failed (status 1): error loading model: error "
+                           "loading model hyperparameters: key not found in model: qwen2.context_length")
+    assert lines[lines.index(failed) + 1].startswith("    evidence: ")  # llama.cpp's own last lines
+
+
+def test_tensors_that_differ_from_the_base_fail_structure(gl, sensible, tmp_path):
+    from tiny_gguf import write
+
+    tiny = write(tmp_path / "tiny.gguf")
+    code, stdout, _ = gl("validate", tiny, "--base", sensible, "--only", "structure")
+    assert code == 1
+    assert "  error: structure-tensor-missing: 235 tensors of the base are missing: blk.0.attn_k.weight, " in stdout
+    assert "  error: structure-shape [token_embd.weight]: shape [32, 64] differs from the base's [640, 262144]" in stdout

@@ -63,9 +63,21 @@ def _run(tool: str, args: list, timeout: float) -> subprocess.CompletedProcess:
         raise ModelRunError(f"{tool} did not finish within {timeout:.0f} s", out) from None
     if r.returncode != 0:
         why = f"killed by signal {-r.returncode}" if r.returncode < 0 else f"status {r.returncode}"
-        raise ModelRunError(f"{tool} failed ({why}): {last_error_line(r.stderr + r.stdout)}",
+        raise ModelRunError(f"{tool} failed ({why}): {cause(r.stderr + r.stdout, last_error_line)}",
                             r.stdout + r.stderr)
     return r
+
+
+_LOG_PREFIX = re.compile(r"^\d+\.\d+\.\d+\.\d+ [A-Z] ")
+_LOAD_ERROR = re.compile(r"error loading model: (.+)$", re.M)
+
+
+def cause(output: str, fallback) -> str:
+    """The line of llama.cpp's log that says why: the model-loading error when there is one."""
+    m = _LOAD_ERROR.findall(output)
+    if m:
+        return "error loading model: " + m[-1].strip()
+    return _LOG_PREFIX.sub("", fallback(output))
 
 
 # ---------------------------------------------------------------- completion

@@ -116,7 +116,9 @@ def main(argv=None) -> int:
 
     f16 = rows[0][3]
     print(f"\nGemma 3 270M, perplexity on {a.chunks} x 512 tokens of pydoc_data.topics "
-          f"(characters {EVAL_SLICE[0]}-{EVAL_SLICE[1]})\n")
+          f"(characters {EVAL_SLICE[0]}-{EVAL_SLICE[1]})")
+    print("note: the F16 base is the package's Q4_K_M file dequantized, so stock Q4_K_M re-creates it almost "
+          "exactly\n")
     print(f"{'file':<34} {'bpw':>7} {'MiB':>8} {'PPL':>9} {'±':>6} {'PPL/F16':>8}")
     for label, bpw, size, ppl, err, kind, _ in rows:
         print(f"{label:<34} {bpw:7.3f} {size / 2**20:8.2f} {ppl:9.3f} {err:6.3f} {ppl / f16:8.3f}")

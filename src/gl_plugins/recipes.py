@@ -103,8 +103,6 @@ def build_plan(facts, choice: Choice, *, recipe: str, params: dict, imatrix: boo
     if quantized:
         dominant = Counter(quantized).most_common(1)[0][0]
         base = FTYPE_FOR_TYPE.get(dominant, "Q8_0")
-        if base == "Q2_K_S":
-            base = "Q2_K"
     else:
         kinds = set(types.values())
         base = FTYPE_FOR_TYPE[kinds.pop()] if len(kinds) == 1 else "Q8_0"

@@ -153,3 +153,13 @@ def test_lint_of_1000_rules_is_fast_enough(tmp_path):
     elapsed = time.perf_counter() - t
     assert len(report.rules) == 1000
     assert elapsed < 3.0  # the bench asks for < 1 s on an idle machine; the suite shares its cores
+
+
+def test_rules_under_an_unquantized_base_are_reported_once(tmp_path, gl, gemma_f16):
+    """With base F16 llama-quantize ignores every rule: one rules-ignored error, no shadow noise."""
+    p = tmp_path / "m.txt"
+    p.write_text("blk\\.0\\.ffn_up\\.weight=q4_0\nblk\\.1\\.ffn_up\\.weight=q4_0\n")
+    code, out, err = gl("plan", "lint", p, "--model", gemma_f16, "--base-type", "F16", "--json")
+    assert code == 1, err
+    codes = sorted(f["code"] for f in json.loads(out)["findings"])
+    assert codes == ["rules-ignored"]

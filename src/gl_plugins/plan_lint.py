@@ -318,13 +318,14 @@ def _rule_findings(rules: list[MapRule], res: Resolution, facts, where: str, fin
                     hint="set the type with the flag, or drop the flag")
             live = [i for i in hits if i not in blocked and i not in by_flag]
             taken = [i for i in live if assignments[i].rule != rule_no]
-            if live and not eff:
-                earlier = sorted({assignments[i].rule for i in taken if assignments[i].rule})
+            earlier = sorted({assignments[i].rule for i in taken if assignments[i].rule})
+            if live and not eff and earlier:  # with no earlier rule taking them, rules-ignored says why
                 add("error", "rule-shadowed", f"{label}: never applies; every tensor it matches is taken by "
                     f"the earlier {_labels(rules, earlier)} (the first matching rule wins)",
                     hint="put specific rules before general ones, or anchor the general ones")
             elif taken:
-                differ = [i for i in taken if _rule_type(rules, assignments[i].rule) != r.type]
+                differ = [i for i in taken
+                          if assignments[i].rule and _rule_type(rules, assignments[i].rule) != r.type]
                 if differ:
                     add("warning", "rule-partly-shadowed", f"{label}: {len(differ)} of its tensors get an earlier "
                         f"rule's type instead ({_names(names[i] for i in differ)})",

@@ -52,7 +52,13 @@ def demo() -> int:
 
 
 # The main job after the tools and the model are in place: each step is a gl command line.
-DEMO_STEPS: list[tuple[str, ...]] = []
+DEMO_STEPS: list[tuple[str, ...]] = [
+    ("predict", "pkg:gemma3-270m", "--quant", "Q2_K", "--quant", "Q4_K_M"),
+    ("plan", "pkg:gemma3-270m-f16", "--recipe", "uniform", "--type", "Q4_K"),
+    ("check", "examples/gemma3-270m/gl.toml"),
+    # builds the variant from the F16 base, validates it, then publishes to Ollama or a bundle
+    ("publish", "--config", "examples/gemma3-270m/gl.toml", "gemma3-270m:q4"),
+]
 
 
 def test(args: list[str]) -> int:

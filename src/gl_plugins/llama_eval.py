@@ -23,6 +23,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import ToolError
@@ -74,6 +75,8 @@ _LOAD_ERROR = re.compile(r"error loading model: (.+)$", re.M)
 
 def cause(output: str, fallback) -> str:
     """The line of llama.cpp's log that says why: the model-loading error when there is one."""
+    if not output.strip():  # llama.cpp logs from a thread; a quick failure can exit before it printed
+        return "it printed no reason"
     m = _LOAD_ERROR.findall(output)
     if m:
         return "error loading model: " + m[-1].strip()
@@ -189,11 +192,11 @@ def remembered(kind: str, model: str | os.PathLike, params: dict, compute):
     """
     from . import __version__
     from .digests import digest
-    from .llamacpp import cache_root, find_tool, tool_version
+    from .llamacpp import cache_root, find_tool
 
     sha, _ = digest(model)
     tool = {"perplexity": "llama-perplexity"}.get(kind, "llama-completion")
-    key_src = json.dumps([kind, sha, params, tool_version(find_tool(tool)), __version__], sort_keys=True)
+    key_src = json.dumps([kind, sha, params, _version(os.fspath(find_tool(tool))), __version__], sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:32]
     path = cache_root() / "eval" / kind / f"{key}.json"
     try:
@@ -207,3 +210,10 @@ def remembered(kind: str, model: str | os.PathLike, params: dict, compute):
         json.dump(value, f)
     os.replace(tmp, path)
     return value
+
+
+@lru_cache(maxsize=8)
+def _version(exe: str) -> str:
+    from .llamacpp import tool_version
+
+    return tool_version(Path(exe))

@@ -209,7 +209,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
              threads: int = 2, force: bool = False, progress: bool = True, echo=None) -> QuantizeResult:
     """Quantize ``model`` to ``out`` with ``plan`` (a :class:`gl_plugins.plan.TensorPlan`)."""
     from . import __version__, provenance
-    from .digests import sha256_file
+    from .digests import digest, remember, sha256_file
     from .facts import facts_from_gguf
     from .gguf_header import read_header
     from .llamacpp import find_tool, tool_version
@@ -262,7 +262,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
             read_header(partial)  # the result must parse before it is given the final name
             total = _TOTAL.search(log)
             fb = _FALLBACKS.search(log)
-            src_sha = sha256_file(model)
+            src_sha, _ = digest(model)  # remembered per (path, size, mtime): the base is hashed once
             record = {
                 "gl_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -286,6 +286,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
             wrote_provenance = True
             os.replace(partial, out)
             wrote_provenance = False
+            remember(out, record["output"]["sha256"])
         finally:
             if partial.exists():
                 partial.unlink()

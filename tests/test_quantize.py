@@ -144,3 +144,23 @@ def test_build_variant_for_gl_toml_takes_recipe_options_by_key(gemma_f16, tmp_pa
     with pytest.raises(GLError, match=r"recipe uniform has no option 'typo'; its options: --type"):
         build_variant(gemma_f16, tmp_path / "x.gguf", recipe="uniform", options={"typo": "Q8_0"})
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_imatrix_is_used_and_its_digest_recorded(gl, gemma_f16, tmp_path):
+    from imatrix_files import real_imatrix
+
+    imx = real_imatrix(gemma_f16, "gguf")  # made by the real llama-imatrix (cached)
+    out = tmp_path / "iq2.gguf"
+    code, stdout, stderr = gl("quantize", gemma_f16, out, "--base-type", "IQ2_XS", "--imatrix", imx, "--json")
+    assert code == 0, stderr
+    record = json.loads(stdout)
+    assert record["imatrix"] == {"path": str(imx.resolve()), "sha256": sha256(imx)}
+    i = record["command"].index("--imatrix")
+    assert record["command"][i + 1] == str(imx) and record["plan"]["imatrix"] is True
+    types = types_of(out)
+    assignments = json.loads((tmp_path / "iq2.gguf.gl.json").read_text())["assignments"]
+    assert types == {n: a["type"] for n, a in assignments.items()}
+    assert types["blk.0.attn_output.weight"] == "IQ2_XS"  # 1024-wide rows: the type holds
+    assert types["blk.0.ffn_up.weight"] == "IQ4_NL"  # 640-wide rows fall back
+    code, stdout, _ = gl("validate", out, "--only", "plan-match,bpw")
+    assert code == 0 and "all 236 tensors have the planned type" in stdout

@@ -47,6 +47,7 @@ def print_report(report) -> None:
         by.setdefault(f.source or "validate", []).append(f)
     names = [n for n in by if n not in report.validators] + report.validators
     width = max((len(n) for n in names), default=8)
+    hinted: set = set()
     for name in names:
         fs = by.get(name, [])
         click.echo(f"{name:<{width}}  {_status(fs)}")
@@ -55,7 +56,8 @@ def print_report(report) -> None:
             click.echo(f"  {f.severity}: {f.code}{tensor}: {f.message}")
             if f.evidence:
                 click.echo("    evidence: " + f.evidence.replace("\n", "\n              "))
-            if f.hint and f.severity != "info":
+            if f.hint and f.severity != "info" and (f.code, f.hint) not in hinted:  # once per kind
+                hinted.add((f.code, f.hint))
                 click.echo(f"    hint: {f.hint}")
     fig = report.figures
     shown = []

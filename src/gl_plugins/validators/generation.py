@@ -65,9 +65,15 @@ class Generation:
                      min_word_share=float(s["min_word_share"]))
 
         def base_run(prompt):
-            d = remembered("generation", ctx.base, {"prompt": prompt, "n_predict": gen["n_predict"],
-                                                    "ctx": gen["ctx"], "threads": default_threads()},
-                           lambda: complete(ctx.base, prompt, **gen).to_dict())
+            from ..errors import InputError
+
+            params = {"prompt": prompt, "n_predict": gen["n_predict"], "ctx": gen["ctx"],
+                      "threads": default_threads()}
+            try:
+                d = remembered("generation", ctx.base, params, lambda: complete(ctx.base, prompt, **gen).to_dict())
+            except ModelRunError as e:
+                raise InputError(ctx.base, f"the base model cannot generate, so nothing can be compared with "
+                                           f"it: {e}") from None
             return Completion(**d)
 
         out: list[Finding] = []

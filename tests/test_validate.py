@@ -287,3 +287,13 @@ def test_tensors_that_differ_from_the_base_fail_structure(gl, sensible, tmp_path
     assert code == 1
     assert "  error: structure-tensor-missing: 235 tensors of the base are missing: blk.0.attn_k.weight, " in stdout
     assert "  error: structure-shape [token_embd.weight]: shape [32, 64] differs from the base's [640, 262144]" in stdout
+
+
+def test_a_base_that_cannot_generate_is_bad_input(gl, destroyed, tmp_path):
+    from tiny_gguf import write
+
+    tiny = write(tmp_path / "tiny.gguf")
+    code, _, stderr = gl("validate", destroyed, "--base", tiny, "--only", "generation")
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"gl: error: {tiny}: the base model cannot generate, so nothing can be compared with it: llama-completion failed")

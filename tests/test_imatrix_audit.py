@@ -328,17 +328,28 @@ def test_coverage_auditor_is_a_plugin_a_third_party_can_replace():
         plugins.reset()
 
 
+def _with_iq2_embedding(plan_json: str) -> str:
+    """A gl plan document's plan with the token embedding set to IQ2_XXS by hand.
+
+    The recipes never choose it (ggml cannot make it without imatrix data, which llama-imatrix
+    never collects for embeddings); a hand-written plan can."""
+    plan = json.loads(plan_json)["plan"]
+    assert plan["token_embedding_type"] != "IQ2_XXS"
+    plan["token_embedding_type"] = "IQ2_XXS"
+    return json.dumps(plan)
+
+
 def test_a_gl_plan_json_is_audited_and_the_printed_command_runs(gemma4, tmp_path, gl):
     model, imx = gemma4
     code, out, err = gl("plan", model, "--recipe", "uniform", "--type", "IQ2_XXS", "--json")
     assert code == 0, err
     plan = tmp_path / "plan.json"
-    plan.write_text(out)
+    plan.write_text(_with_iq2_embedding(out))
     rules = tmp_path / "rules.txt"
     code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", plan, "--json", "--emit-rules", rules)
     assert code == 1
     doc = json.loads(out)
-    # a uniform IQ2_XXS plan puts attn_v and the token embedding at IQ2_XXS too
+    # the plan puts attn_v and, by hand, the token embedding at IQ2_XXS too
     assert doc["missing_ranges"] == ["token_embd.weight", "blk.3\u20135.attn_k.weight",
                                      "blk.3\u20135.attn_v.weight"]
     cmd = doc["remedy"]["command"]
@@ -367,7 +378,7 @@ def test_an_iq2_token_embedding_aborts_llama_quantize_and_is_caught(tmp_path, gl
     imx = write_gguf_imatrix(tmp_path / "full.gguf", forward_pass_entries(load_facts(model)))
     code, out, err = gl("plan", model, "--recipe", "uniform", "--type", "IQ2_XXS", "--json")
     assert code == 0, err
-    (tmp_path / "plan.json").write_text(out)
+    (tmp_path / "plan.json").write_text(_with_iq2_embedding(out))
     rules = tmp_path / "rules.txt"
     code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", tmp_path / "plan.json", "--json",
                       "--emit-rules", rules)
@@ -378,7 +389,7 @@ def test_an_iq2_token_embedding_aborts_llama_quantize_and_is_caught(tmp_path, gl
     assert f["code"] == "imatrix-missing-outside-blk" and "GGML_ASSERT(imatrix != NULL)" in f["message"]
     from gl_plugins.plan import command, plan_from_dict
 
-    plan = plan_from_dict(json.loads((tmp_path / "plan.json").read_text())["plan"])
+    plan = plan_from_dict(json.loads((tmp_path / "plan.json").read_text()))
     crashed = run_quantize(*command(plan, model, tmp_path / "x.gguf", imatrix_path=imx))
     assert crashed.returncode != 0 and "GGML_ASSERT(imatrix != NULL)" in crashed.stdout + crashed.stderr
     cmd = doc["remedy"]["command"]

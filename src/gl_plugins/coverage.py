@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .findings import Finding
+from .ggml_types import IMATRIX_EXEMPT
 from .imatrix import IMatrix
 
 SOURCE = "coverage"
@@ -89,7 +90,7 @@ def needs_data(a) -> bool:
 
 def aborts(a) -> bool:
     """Exempt from llama-quantize's check, but ggml aborts making this type without data."""
-    return needs_data(a) and not a.needs_imatrix
+    return needs_data(a) and a.name in IMATRIX_EXEMPT
 
 
 def coverage_of(imx: IMatrix, facts, assignments=None) -> Coverage:

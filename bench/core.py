@@ -71,7 +71,6 @@ def make_sparse_gguf(path: Path, size_gb: float) -> int:
 
 
 def _add(w, key, value):
-    import gguf
 
     if isinstance(value, bool):
         w.add_bool(key, value)

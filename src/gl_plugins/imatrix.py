@@ -23,11 +23,11 @@ import math
 import mmap
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 
 FORMATS = ("gguf", "dat")
@@ -347,19 +347,8 @@ def entry_stats(imx: IMatrix, entry: Entry) -> EntryStats:
 # ------------------------------------------------------------------ writing
 
 def _atomic(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as e:
-        raise InputError(path, f"cannot be written ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        write(f)
 
 
 def _gguf_str(s: str) -> bytes:

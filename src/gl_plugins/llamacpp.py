@@ -86,21 +86,15 @@ def load_type_table() -> bool:
     if helper and not table.exists():
         try:
             out = subprocess.run([str(helper)], capture_output=True, text=True, timeout=30, check=True).stdout
-            _atomic_write(table, out)
+            from .atomic import atomic_write
+
+            atomic_write(table, out)
         except (OSError, subprocess.SubprocessError):
             return False
     if table.exists():
         load_build_table(table)
         return True
     return False
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- building

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write
 from .config import Config, Variant
 from .errors import GLError, InputError
 from .findings import Finding
@@ -117,18 +117,11 @@ def validate(variant: Variant, echo) -> list[Finding]:
         base = None  # a config.json base: the provenance beside the file names the real source, if any
     report = validate_file(variant.gguf, base=base, echo=lambda name: echo(f"  {name}"))
     findings = list(report.findings)
-    tmp = None
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"path": os.fspath(variant.gguf), "findings": [x.to_dict() for x in findings]}, f)
-        os.replace(tmp, cached)
-    except OSError:
+        atomic_write(cached, json.dumps({"path": os.fspath(variant.gguf),
+                                         "findings": [x.to_dict() for x in findings]}))
+    except (OSError, GLError):
         pass  # not remembered: the next publish validates again
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
     return findings
 
 

@@ -13,10 +13,10 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import digests
+from .atomic import atomic_write
 from . import modelfile as mfmod
 from .errors import GLError
 from .modelfile_templates import compose
@@ -42,14 +42,7 @@ def _write_text(path: Path, text: str) -> bool:
             return False
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, data)
     return True
 
 

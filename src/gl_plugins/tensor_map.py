@@ -389,20 +389,6 @@ def render(rules) -> str:
 
 def write_map(path: str | os.PathLike, rules) -> None:
     """Write a tensor-type file atomically (temp file, then ``os.replace``)."""
-    import tempfile
+    from .atomic import atomic_write
 
-    path = os.fspath(path)
-    text = render(rules)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as e:
-        raise InputError(path, f"cannot be written ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, render(rules), encoding="ascii")

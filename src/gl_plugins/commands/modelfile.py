@@ -110,12 +110,9 @@ def render(name, config_path, gguf, family, output):
     mf = compose(mf, relative_from(Path(gguf_path).absolute(), out_dir))
     text = mfmod.render(mf, header=f"{title}, rendered by gl modelfile render")
     if output:
-        import tempfile
+        from ..atomic import atomic_write
 
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".Modelfile.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, output)
+        atomic_write(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)

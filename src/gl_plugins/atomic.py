@@ -1,0 +1,64 @@
+"""Writing outputs safely: a temporary file beside the target, renamed over it on success.
+
+An interrupted or failed write leaves the target as it was and no temporary
+file behind (the temporary is removed on any exception, KeyboardInterrupt
+included); a process killed outright leaves a ``.NAME.*.tmp`` that the next
+write to the same target removes. Files get the usual permissions (0666 less
+the umask), not the 0600 of ``tempfile.mkstemp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import InputError
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def remove_stale(target: str | os.PathLike) -> None:
+    """Remove temporaries a killed writer of ``target`` left behind."""
+    target = Path(target)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "wb", **open_kw) -> Iterator[IO]:
+    """Open a temporary beside ``target``; on success it replaces ``target``."""
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale(target)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(target, f"cannot be written ({e.strerror or e})") from None
+    try:
+        os.chmod(tmp, _umask_mode())
+        with os.fdopen(fd, mode, **open_kw) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(target: str | os.PathLike, data: str | bytes, encoding: str = "utf-8") -> None:
+    """Write ``data`` to ``target`` atomically."""
+    if isinstance(data, str):
+        with atomic_file(target, "w", encoding=encoding, newline="") as f:
+            f.write(data)
+    else:
+        with atomic_file(target, "wb") as f:
+            f.write(data)

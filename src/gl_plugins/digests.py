@@ -47,7 +47,7 @@ def _save(data: dict) -> None:
     if len(data) > MAX_ENTRIES:
         data = dict(list(data.items())[-MAX_ENTRIES:])
     try:
-        atomic_write(target, json.dumps(data))
+        atomic_write(target, json.dumps(data), parents=True)
     except (OSError, GLError):
         pass  # a cache that cannot be written only costs a re-hash next time
 

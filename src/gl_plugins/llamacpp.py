@@ -88,7 +88,7 @@ def load_type_table() -> bool:
             out = subprocess.run([str(helper)], capture_output=True, text=True, timeout=30, check=True).stdout
             from .atomic import atomic_write
 
-            atomic_write(table, out)
+            atomic_write(table, out, parents=True)
         except (OSError, subprocess.SubprocessError):
             return False
     if table.exists():

@@ -27,10 +27,9 @@ def _base_path(variant: Variant) -> Path | None:
         return None
     if b.base_path is not None:
         return b.base_path
-    from .assets import model_path
-    from .config import PKG_PREFIX
+    from .assets import local_model
 
-    return model_path(b.base[len(PKG_PREFIX):])
+    return local_model(b.base)
 
 
 def _is_gguf(path: Path) -> bool:
@@ -118,7 +117,7 @@ def validate(variant: Variant, echo) -> list[Finding]:
     report = validate_file(variant.gguf, base=base, echo=lambda name: echo(f"  {name}"))
     findings = list(report.findings)
     try:
-        atomic_write(cached, json.dumps({"path": os.fspath(variant.gguf),
+        atomic_write(cached, parents=True, data=json.dumps({"path": os.fspath(variant.gguf),
                                          "findings": [x.to_dict() for x in findings]}))
     except (OSError, GLError):
         pass  # not remembered: the next publish validates again

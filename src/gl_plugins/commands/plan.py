@@ -5,17 +5,9 @@ from __future__ import annotations
 import click
 
 from ..sarif import chosen_format, format_option
+from .recipe_options import with_recipe_options
 
 MIB = 1024 * 1024
-
-
-def _prescan(args: list[str], flag: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a[len(flag) + 1:]
-    return None
 
 
 class PlanCommand(click.Command):
@@ -29,15 +21,7 @@ class PlanCommand(click.Command):
         if args[:1] == ["lint"]:
             ctx.meta["gl.plan.lint"] = lint.make_context("gl plan lint", list(args[1:]), parent=ctx)
             return []
-        self.params = list(_BASE_PARAMS)
-        name = _prescan(args, "--recipe")
-        if name:
-            from .. import plugins
-
-            recipe = plugins.collect("gl_register_recipes").get(name)
-            if recipe is not None:
-                taken = {o for p in self.params for o in p.opts}
-                self.params += [o for o in recipe.options if not taken & set(o.opts)]
+        self.params = with_recipe_options(_BASE_PARAMS, args)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import click
 
-
-def _prescan(args: list[str], flag: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a[len(flag) + 1:]
-    return None
+from .recipe_options import with_recipe_options
 
 
 class RecipeOptionsCommand(click.Command):
     """A command that takes the options of the recipe named by ``--recipe`` (shown by ``--help``)."""
 
     def parse_args(self, ctx, args):
-        base = [p for p in self.params if not getattr(p, "_gl_recipe", False)]
-        self.params = base
-        name = _prescan(args, "--recipe")
-        if name:
-            from .. import plugins
-
-            recipe = plugins.collect("gl_register_recipes").get(name)
-            if recipe is not None:
-                taken = {o for p in base for o in p.opts}
-                for o in recipe.options:
-                    if not taken & set(o.opts):
-                        o._gl_recipe = True
-                        self.params.append(o)
+        if not hasattr(self, "_own_params"):
+            self._own_params = list(self.params)
+        self.params = with_recipe_options(self._own_params, args)
         return super().parse_args(ctx, args)
 
 
@@ -58,6 +41,7 @@ def quantize(model, out, recipe, map_path, base_type, imatrix, threads, force, a
     the plan, the exact command, the llama.cpp version and the prediction.
     `gl validate OUT` then checks the file against that plan.
     """
+    from ..assets import local_model
     from ..facts import facts_from_gguf
     from ..findings import dumps
     from ..plan import stock_plan
@@ -71,7 +55,7 @@ def quantize(model, out, recipe, map_path, base_type, imatrix, threads, force, a
     if recipe:
         if base_type:
             raise click.UsageError("--base-type goes with --map or alone; a recipe chooses its own base type")
-        plan = plan_from_recipe(facts_from_gguf(model), recipe, {k: v for k, v in recipe_options.items() if v is not None and v != ()}, imatrix)
+        plan = plan_from_recipe(facts_from_gguf(local_model(model)), recipe, {k: v for k, v in recipe_options.items() if v is not None and v != ()}, imatrix)
     elif map_path:
         if not base_type:
             raise click.UsageError("--map needs --base-type T: the llama-quantize type for tensors the map "

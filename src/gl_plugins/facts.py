@@ -349,8 +349,8 @@ def load_facts(source: str | os.PathLike) -> ModelFacts:
     """Model facts from a GGUF, a config.json (or its folder), ``pkg:NAME`` or a HF repo id."""
     s = os.fspath(source)
     if s.startswith("pkg:"):
-        from .assets import model_path
-        return facts_from_gguf(model_path(s[4:]))
+        from .assets import local_model
+        return facts_from_gguf(local_model(s))
     p = Path(s)
     if p.is_dir():
         cfg = p / "config.json"

@@ -217,7 +217,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
     from .tensor_map import render, write_map
 
     say = echo or (lambda _msg: None)
-    model, out = Path(model), Path(out)
+    from .assets import local_model
+
+    model, out = local_model(model), Path(out)
     if not model.is_file():
         raise InputError(model, "file not found" if not model.exists() else "is not a file")
     if out.exists() and out.resolve() == model.resolve():
@@ -303,6 +305,9 @@ def build_variant(base, out, recipe: str | None = None, options: dict | None = N
     from .facts import facts_from_gguf
     from .plan import stock_plan
 
+    from .assets import local_model
+
+    base = local_model(base)
     if recipe:
         plan = plan_from_recipe(facts_from_gguf(base), recipe, options or {}, imatrix)
     elif map_path:

@@ -277,7 +277,9 @@ def validate_file(path: str | os.PathLike, base: str | os.PathLike | None = None
         ctx.notes.append(Finding("warning", "provenance-stale", problem, source="validate", file=os.fspath(p)))
     ctx.provenance = record
     if base is not None:
-        ctx.base = Path(base)
+        from .assets import local_model
+
+        ctx.base = local_model(base)
         if not ctx.base.is_file():
             raise InputError(ctx.base, "base model not found")
     elif record and (record.get("source") or {}).get("path"):

@@ -169,7 +169,9 @@ def experiment(model, quant, imatrix, evidence, out, note, settings, as_json):
     from ..validate import validate_file
 
     quant = get_ftype(quant)
-    model_path = Path(model).resolve()
+    from ..assets import local_model
+
+    model_path = local_model(model).resolve()
     facts = facts_from_gguf(model_path)
     options = _settings(settings)
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo

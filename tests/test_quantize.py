@@ -73,9 +73,11 @@ def test_map_over_base_type_gives_exactly_the_mapped_types(gl, gemma_f16, tmp_pa
     assert types["blk.0.ffn_up.weight"] == "Q8_0"  # the base type, for tensors the map does not name
 
 
-def test_stock_type_alone_is_a_plain_llama_quantize_run(gl, gemma_f16, tmp_path):
+@pytest.mark.parametrize("source", ["path", "pkg"])
+def test_stock_type_alone_is_a_plain_llama_quantize_run(gl, gemma_f16, tmp_path, source):
     out = tmp_path / "stock.gguf"
-    code, stdout, stderr = gl("quantize", gemma_f16, out, "--base-type", "q8_0")
+    model = gemma_f16 if source == "path" else "pkg:gemma3-270m-f16"
+    code, stdout, stderr = gl("quantize", model, out, "--base-type", "q8_0")
     assert code == 0, stderr
     (line,) = [ln for ln in stdout.splitlines() if ln.startswith("running: ")]
     assert "--tensor-type" not in line and f" {gemma_f16} {tmp_path}/.stock.gguf." in line

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import modelfile as mfmod
-from .errors import GLError, InputError
+from .errors import GLError, InputError, read_input
 from .findings import Finding
 from .ollama_names import part_problem
 
@@ -422,12 +422,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     p = Path(path) if path is not None else Path(DEFAULT_NAME)
     if p.is_dir():
         p = p / DEFAULT_NAME
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(p, "file not found") from None
-    except OSError as e:
-        raise InputError(p, f"cannot be read ({e.strerror})") from None
+    raw = read_input(p, "a gl.toml file")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:

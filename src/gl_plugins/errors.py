@@ -40,3 +40,33 @@ class InputError(GLError):
 
 class ToolError(GLError):
     """A llama.cpp tool is missing or failed."""
+
+
+def open_input(path: "str | os.PathLike[str]", kind: str = "a file"):
+    """Open an input for reading bytes; one clear InputError when it cannot be opened."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, f"is a folder, not {kind}") from None
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def read_input(path: "str | os.PathLike[str]", kind: str = "a file") -> bytes:
+    """All bytes of an input file (see :func:`open_input`)."""
+    with open_input(path, kind) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def read_text_input(path: "str | os.PathLike[str]", kind: str = "a file") -> str:
+    """An input file as UTF-8 text; the first invalid byte is named."""
+    data = read_input(path, kind)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, "is not valid UTF-8 text", offset=e.start) from None

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import GLError, InputError
+from .errors import GLError, InputError, read_text_input
 
 
 @dataclass
@@ -302,12 +302,7 @@ def _config_swa(cfg: dict, arch: str, n_layer: int) -> tuple[list[int], int | No
 
 
 def _read_config(path: Path) -> ModelFacts:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot be read ({e})") from None
+    text = read_text_input(path, "a config.json file")
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, open_input
 from .ggml_types import TYPES_BY_ID, tensor_bytes
 
 GGUF_MAGIC = b"GGUF"
@@ -187,15 +187,7 @@ class _Cursor:
 
 
 def _read_one(path: str, part: int = 0) -> tuple[int, dict, list[TensorInfo], int, int]:
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a folder, not a GGUF file") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read ({e.strerror})") from None
-    with f:
+    with open_input(path, "a GGUF file") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 24:
             raise InputError(path, f"is not a GGUF file (only {size} bytes)")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_file
-from .errors import InputError
+from .errors import InputError, open_input
 
 FORMATS = ("gguf", "dat")
 # Token counts beyond this are not from a calibration run (llama-imatrix divides
@@ -106,15 +106,7 @@ class IMatrix:
 # ------------------------------------------------------------------ reading
 
 def _open_map(path: str) -> tuple[mmap.mmap | None, int]:
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a folder, not an imatrix file") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read ({e.strerror})") from None
-    with f:
+    with open_input(path, "an imatrix file") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return None, 0

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import GLError, InputError
+from .errors import GLError, InputError, read_input
 
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
                 "REQUIRES", "RENDERER", "PARSER", "DRAFT")
@@ -261,14 +261,7 @@ def parse(text: bytes | str, path: str | os.PathLike = "Modelfile", *, require_f
 
 
 def parse_file(path: str | os.PathLike, *, require_from: bool = True) -> Modelfile:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a folder, not a Modelfile") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read ({e.strerror})") from None
+    data = read_input(path, "a Modelfile")
     return parse(data, path, require_from=require_from)
 
 

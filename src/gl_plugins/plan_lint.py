@@ -43,7 +43,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .errors import GLError
+from .errors import GLError, read_input
 from .findings import Finding
 from .ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
 from .plan import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
@@ -444,19 +444,9 @@ def _flag_rows(flag: str, a, where: str, findings: list[Finding]) -> None:
 
 def lint_file(path: str | os.PathLike | None, facts, **kw) -> LintReport:
     """:func:`lint` on a file (None: only ``option_rules``)."""
-    from .errors import InputError
-
     data = None
     where = "--tensor-type"
     if path is not None:
         where = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise InputError(path, "file not found") from None
-        except IsADirectoryError:
-            raise InputError(path, "is a folder, not a tensor-type file") from None
-        except OSError as e:
-            raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+        data = read_input(path, "a tensor-type file")
     return lint(data, facts, where=where, **kw)

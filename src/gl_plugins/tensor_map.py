@@ -22,7 +22,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from .errors import GLError, InputError
+from .errors import GLError, read_input
 from .ggml_types import TYPES_BY_NAME
 
 _ASCII_WS = b" \t\n\r\x0b\x0c"
@@ -99,13 +99,7 @@ def parse_map_bytes(data: bytes, where: str) -> list[MapRule]:
 
 def read_map(path: str | os.PathLike) -> list[MapRule]:
     """The rules of a ``--tensor-type-file``; MapSyntaxError where llama-quantize would stop."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+    data = read_input(path, "a tensor-type file")
     return parse_map_bytes(data, os.fspath(path))
 
 

@@ -27,6 +27,7 @@ def make_sparse_gguf(path: Path, size_gb: float) -> int:
     import numpy as np
 
     from gl_plugins.assets import model_path
+    from gl_plugins.synth import add_kv
     from gl_plugins.gguf_header import read_header
 
     from gl_plugins.ggml_types import TYPES_BY_ID
@@ -38,7 +39,7 @@ def make_sparse_gguf(path: Path, size_gb: float) -> int:
             continue
         if hasattr(value, "load"):
             value = value.load()
-        _add(w, key, value)
+        add_kv(w, key, value)
     # scale every layer tensor's row count so the file reaches the size
     scaled = sum(t.nbytes for t in src.tensors if len(t.shape) == 2 and t.name.startswith("blk."))
     fixed = sum(t.nbytes for t in src.tensors) - scaled
@@ -68,22 +69,6 @@ def make_sparse_gguf(path: Path, size_gb: float) -> int:
         pad = (-header_end) % 32
         f.truncate(header_end + pad + total)
     return os.path.getsize(path)
-
-
-def _add(w, key, value):
-
-    if isinstance(value, bool):
-        w.add_bool(key, value)
-    elif isinstance(value, int):
-        w.add_uint32(key, value) if 0 <= value < 2**32 else w.add_int64(key, value)
-    elif isinstance(value, float):
-        w.add_float32(key, value)
-    elif isinstance(value, str):
-        w.add_string(key, value)
-    elif isinstance(value, list):
-        w.add_array(key, value)
-    else:
-        raise TypeError(f"{key}: {type(value)}")
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:

@@ -156,13 +156,20 @@ def _write_kv(w, spec: SynthSpec) -> None:
     w.add_bos_token_id(2)
     w.add_eos_token_id(1)
     for k, v in spec.extra_kv.items():
-        if isinstance(v, str):
-            w.add_string(k, v)
-        elif isinstance(v, bool):
-            w.add_bool(k, v)
-        elif isinstance(v, int):
-            w.add_uint32(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        else:
-            w.add_array(k, v)
+        add_kv(w, k, v)
+
+
+def add_kv(w, key: str, value) -> None:
+    """Add a metadata value to a ``gguf.GGUFWriter`` with the GGUF type its Python type suggests."""
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, int):
+        w.add_uint32(key, value) if 0 <= value < 2**32 else w.add_int64(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    elif isinstance(value, str):
+        w.add_string(key, value)
+    elif isinstance(value, list):
+        w.add_array(key, value)
+    else:
+        raise TypeError(f"{key}: cannot store a {type(value).__name__} in GGUF metadata")

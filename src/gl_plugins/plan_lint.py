@@ -49,7 +49,7 @@ from .ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
 from .plan import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
                    tensor_size)
 from . import quant_heuristics as qh
-from .tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compile_pattern, match_sets,
+from .tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compile_pattern, match_sets, syntax_chars,
                          parse_token, tokens)
 
 SOURCE = "plan-lint"
@@ -256,20 +256,7 @@ def intended(pattern: str, names: list[str], index: NameIndex) -> set[int] | Non
 
 
 def _has_unescaped_dot(pattern: str) -> bool:
-    i, in_class = 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == ".":
-            return True
-        i += 1
-    return False
+    return any(c == "." for c, _ in syntax_chars(pattern))
 
 
 def _rule_findings(rules: list[MapRule], res: Resolution, facts, where: str, findings: list[Finding]) -> list[dict]:

@@ -169,7 +169,9 @@ def compile_pattern(pattern: str) -> re.Pattern:
         raise PatternError(e.msg) from None
 
 
-def _top_level_alternation(pattern: str) -> bool:
+def syntax_chars(pattern: str):
+    """(character, group depth) of every character of ``pattern`` that is regex syntax:
+    not escaped and not inside a ``[…]`` class."""
     depth, i, in_class = 0, 0, False
     while i < len(pattern):
         c = pattern[i]
@@ -180,14 +182,17 @@ def _top_level_alternation(pattern: str) -> bool:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
+        else:
+            if c == ")":
+                depth -= 1
+            yield c, depth
+            if c == "(":
+                depth += 1
         i += 1
-    return False
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    return any(c == "|" and depth == 0 for c, depth in syntax_chars(pattern))
 
 
 def required_literal(pattern: str) -> str:

@@ -9,6 +9,7 @@ know are kept by id, so newer files still open.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import re
@@ -70,10 +71,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int | None:

@@ -23,52 +23,25 @@ from pathlib import Path
 
 
 def make_sparse_gguf(path: Path, size_gb: float) -> int:
-    import gguf
-    import numpy as np
-
     from gl_plugins.assets import model_path
-    from gl_plugins.synth import add_kv
-    from gl_plugins.gguf_header import read_header
-
     from gl_plugins.ggml_types import TYPES_BY_ID
+    from gl_plugins.gguf_header import read_header
+    from gl_plugins.synth import write_sparse
 
     src = read_header(model_path("gemma3-270m"))
-    w = gguf.GGUFWriter(str(path), src.architecture)
-    for key, value in src.kv.items():
-        if key.startswith("general.architecture") or key.startswith("GGUF."):
-            continue
-        if hasattr(value, "load"):
-            value = value.load()
-        add_kv(w, key, value)
+    kv = {key: (value.load() if hasattr(value, "load") else value) for key, value in src.kv.items()
+          if not key.startswith(("general.architecture", "GGUF."))}
     # scale every layer tensor's row count so the file reaches the size
     scaled = sum(t.nbytes for t in src.tensors if len(t.shape) == 2 and t.name.startswith("blk."))
     fixed = sum(t.nbytes for t in src.tensors) - scaled
     factor = max(1, round((size_gb * 2**30 - fixed) / scaled))
-    total = 0
+    tensors = []
     for t in src.tensors:
         shape = list(t.shape)
         if len(shape) == 2 and t.name.startswith("blk."):
             shape[1] *= factor
-        n = 1
-        for d in shape[1:]:
-            n *= d
-        tt = TYPES_BY_ID[t.type_id]
-        nbytes = tt.row_bytes(shape[0]) * n
-        # byte shape in numpy order: rows..., bytes per row
-        byte_shape = [*reversed(shape[1:]), tt.row_bytes(shape[0])]
-        w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), nbytes,
-                          raw_dtype=gguf.GGMLQuantizationType(t.type_id))
-        total += nbytes
-    w.write_header_to_file(path)
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    w.close()
-    with open(path, "r+b") as f:
-        f.seek(0, 2)
-        header_end = f.tell()
-        pad = (-header_end) % 32
-        f.truncate(header_end + pad + total)
-    return os.path.getsize(path)
+        tensors.append((t.name, shape, TYPES_BY_ID[t.type_id].name))
+    return write_sparse(path, src.architecture, tensors, kv)
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:

@@ -46,39 +46,25 @@ def model_tensors(layers: int, experts: int, width: int):
 
 
 def write_sparse_model(path: Path, layers: int, experts: int, width: int) -> None:
-    import gguf
+    from gl_plugins.synth import write_sparse
 
-    from gl_plugins.ggml_types import get_type, tensor_bytes
+    def header(w):
+        w.add_name("bench-moe")
+        w.add_file_type(15)
+        w.add_block_count(layers)
+        w.add_context_length(4096)
+        w.add_embedding_length(width)
+        w.add_feed_forward_length(width)
+        w.add_head_count(N_HEAD)
+        w.add_head_count_kv(N_HEAD_KV)
+        w.add_key_length(HEAD_DIM)
+        w.add_value_length(HEAD_DIM)
+        w.add_expert_count(experts)
+        w.add_expert_used_count(8)
+        w.add_expert_feed_forward_length(width)
+        w.add_vocab_size(VOCAB)
 
-    w = gguf.GGUFWriter(str(path), "qwen3moe")
-    w.add_name("bench-moe")
-    w.add_file_type(15)
-    w.add_block_count(layers)
-    w.add_context_length(4096)
-    w.add_embedding_length(width)
-    w.add_feed_forward_length(width)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
-    w.add_expert_count(experts)
-    w.add_expert_used_count(8)
-    w.add_expert_feed_forward_length(width)
-    w.add_vocab_size(VOCAB)
-    total = 0
-    for name, shape, tname in model_tensors(layers, experts, width):
-        t = get_type(tname)
-        nbytes = tensor_bytes(t, shape)
-        byte_shape = [*reversed(shape[1:]), t.row_bytes(shape[0])]
-        w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType(t.id))
-        total += -(-nbytes // 32) * 32
-    w.write_header_to_file(path)
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    w.close()
-    with open(path, "r+b") as f:
-        f.seek(0, 2)
-        f.truncate(f.tell() + (-f.tell()) % 32 + total)
+    write_sparse(path, "qwen3moe", model_tensors(layers, experts, width), writer_setup=header)
 
 
 def write_imatrix(path: Path, layers: int, experts: int, width: int, in_sum: bool) -> None:

@@ -173,3 +173,38 @@ def add_kv(w, key: str, value) -> None:
         w.add_array(key, value)
     else:
         raise TypeError(f"{key}: cannot store a {type(value).__name__} in GGUF metadata")
+
+
+def write_sparse(path: str | os.PathLike, arch: str, tensors, kv: dict | None = None,
+                 writer_setup=None) -> int:
+    """A GGUF with a real header and sparse (all-zero, unallocated) tensor data; returns its size.
+
+    ``tensors`` holds ``(name, shape ne0 first, ggml type name)``; ``kv`` metadata values
+    (see :func:`add_kv`); ``writer_setup(writer)`` may add typed keys itself. For benchmarks
+    of header-only work on files far larger than the disk needs to hold.
+    """
+    import gguf
+
+    from .ggml_types import get_type, tensor_bytes
+
+    w = gguf.GGUFWriter(os.fspath(path), arch)
+    if writer_setup is not None:
+        writer_setup(w)
+    for key, value in (kv or {}).items():
+        add_kv(w, key, value)
+    data = 0
+    for name, shape, type_name in tensors:
+        t = get_type(type_name)
+        nbytes = tensor_bytes(t, shape)
+        # byte shape in numpy order: rows..., bytes per row
+        byte_shape = [*reversed(shape[1:]), t.row_bytes(shape[0])]
+        w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType(t.id))
+        data += -(-nbytes // 32) * 32  # each tensor starts at a 32-byte boundary
+    w.write_header_to_file(path)
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    with open(path, "r+b") as f:
+        end = f.seek(0, 2)
+        f.truncate(end + (-end) % 32 + data)
+    return os.path.getsize(path)

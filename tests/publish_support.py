@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
 from ollama_fake import FakeOllama
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gemma3-270m"
+
+
+def copy_example(tmp_path: Path) -> Path:
+    """examples/gemma3-270m as shipped, without anything built or published."""
+    folder = tmp_path / "gemma3-270m"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("build", "dist"))
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path, gemma_q4):
+    """The example, with its variant's GGUF already there (the real Gemma 3 270M Q4_K_M, hard-linked)."""
+    folder = copy_example(tmp_path)
+    (folder / "build").mkdir()
+    os.link(gemma_q4, folder / "build" / "gemma3-270m-q4_k.gguf")
+    return folder
 
 
 @pytest.fixture

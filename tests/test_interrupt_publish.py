@@ -10,8 +10,6 @@ keeps failing is given up on inside the configured time.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -22,9 +20,8 @@ import tiny_gguf
 from gl_plugins.errors import GLError
 from gl_plugins.publish_ollama import OllamaPublisher
 from interrupting import EXIT, interrupt, start_gl, temporaries, wait_for
-from publish_support import fake_ollama, private_caches, request_for, write_config  # noqa: F401
+from publish_support import fake_ollama, private_caches, project, request_for, write_config  # noqa: F401
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gemma3-270m"
 NAME = "gemma3-270m:q4"
 
 
@@ -32,15 +29,6 @@ NAME = "gemma3-270m:q4"
 def validations(tmp_path_factory):
     """One validation of the real model for the module: every project links the same file."""
     return tmp_path_factory.mktemp("validations")
-
-
-@pytest.fixture
-def project(tmp_path, gemma_q4):
-    folder = tmp_path / "gemma3-270m"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("build", "dist"))
-    (folder / "build").mkdir()
-    os.link(gemma_q4, folder / "build" / "gemma3-270m-q4_k.gguf")
-    return folder
 
 
 def _partial_upload(server):

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import ollama
 import pytest
 
 from gl_plugins import modelfile as mfmod
-from publish_support import closed_port_url, fake_ollama, private_caches  # noqa: F401
+from publish_support import closed_port_url, copy_example, fake_ollama, private_caches, project  # noqa: F401
 
 pytestmark = pytest.mark.slow  # the real model is validated once (llama.cpp load, generation, perplexity)
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "gemma3-270m"
 NAME = "gemma3-270m:q4"
 
 
@@ -29,16 +26,6 @@ def shared(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def shared_validation_cache(private_caches, shared, monkeypatch):
     monkeypatch.setenv("GL_VALIDATION_CACHE", str(shared / "validations"))
-
-
-@pytest.fixture
-def project(tmp_path, gemma_q4):
-    """The example, with its variant's GGUF already there (the real Gemma 3 270M Q4_K_M, hard-linked)."""
-    folder = tmp_path / "gemma3-270m"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("build", "dist"))
-    (folder / "build").mkdir()
-    os.link(gemma_q4, folder / "build" / "gemma3-270m-q4_k.gguf")
-    return folder
 
 
 def test_publish_validates_and_creates_the_model(gl, project, fake_ollama):
@@ -177,8 +164,7 @@ def test_a_variant_failing_validation_is_refused_with_its_findings(gl, tmp_path,
 
 def test_the_example_builds_from_the_f16_base_and_publishes_end_to_end(gl, tmp_path, fake_ollama, gemma_f16):
     """examples/gemma3-270m as shipped: gl publish quantizes, validates, creates; offline it bundles."""
-    folder = tmp_path / "gemma3-270m"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("build", "dist"))
+    folder = copy_example(tmp_path)
     code, out, err = gl("publish", NAME, "--config", folder / "gl.toml", "--host", fake_ollama.url)
     assert code == 0, out + err
     gguf = folder / "build" / "gemma3-270m-q4_k.gguf"

@@ -23,12 +23,12 @@ from pathlib import Path
 
 
 def make_sparse_gguf(path: Path, size_gb: float) -> int:
-    from gl_plugins.assets import model_path
+    from gl_plugins.assets import provision
     from gl_plugins.ggml_types import TYPES_BY_ID
     from gl_plugins.gguf_header import read_header
     from gl_plugins.synth import write_sparse
 
-    src = read_header(model_path("gemma3-270m"))
+    src = read_header(provision("gemma3-270m"))
     kv = {key: (value.load() if hasattr(value, "load") else value) for key, value in src.kv.items()
           if not key.startswith(("general.architecture", "GGUF."))}
     # scale every layer tensor's row count so the file reaches the size

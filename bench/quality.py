@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gl_plugins import llamacpp  # noqa: E402
-from gl_plugins.assets import model_path  # noqa: E402
+from gl_plugins.assets import provision  # noqa: E402
 from gl_plugins.facts import load_facts  # noqa: E402
 from gl_plugins.plan import command, resolve, stock_plan  # noqa: E402
 from gl_plugins.recipes import Budget  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", help="keep the quantized files in this folder")
     a = ap.parse_args(argv)
 
-    base = model_path("gemma3-270m-f16")
+    base = provision("gemma3-270m-f16")
     facts = load_facts(base)
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="gl-quality-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -34,17 +34,17 @@ def llama_bin() -> Path:
 @pytest.fixture(scope="session")
 def gemma_q4(llama_bin) -> Path:
     """The real Gemma 3 270M Q4_K_M GGUF (from the PyPI package)."""
-    from gl_plugins.assets import model_path
+    from gl_plugins.assets import provision
 
-    return model_path("gemma3-270m")
+    return provision("gemma3-270m")
 
 
 @pytest.fixture(scope="session")
 def gemma_f16(llama_bin) -> Path:
     """The real Gemma 3 270M as an F16 base (llama-quantize --allow-requantize)."""
-    from gl_plugins.assets import model_path
+    from gl_plugins.assets import provision
 
-    return model_path("gemma3-270m-f16")
+    return provision("gemma3-270m-f16")
 
 
 class GL:

@@ -47,3 +47,25 @@ def test_missing_folder_is_an_input_error_unless_asked_to_create_it(tmp_path):
     assert "m.txt" in str(e.value) and "cannot be written" in str(e.value)
     atomic_write(tmp_path / "cache" / "d.json", "{}", parents=True)
     assert (tmp_path / "cache" / "d.json").read_text() == "{}"
+
+
+def test_the_open_temporary_is_named_by_its_path(tmp_path):
+    """A writer that reopens ``f.name`` (a package's ``assemble(path)``) gets the temporary's path."""
+    target = tmp_path / "model.gguf"
+    with atomic_file(target) as f:
+        assert isinstance(f.name, str) and os.path.dirname(f.name) == str(tmp_path)
+        with open(f.name, "wb") as again:
+            again.write(b"GGUF")
+    assert target.read_bytes() == b"GGUF"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.gguf"]
+
+
+def test_atomic_path_removes_the_temporary_when_the_writer_fails(tmp_path):
+    from gl_plugins.atomic import atomic_path
+
+    target = tmp_path / "base-f16.gguf"
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError("No space left on device")
+    assert list(tmp_path.iterdir()) == []

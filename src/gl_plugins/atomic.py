@@ -33,8 +33,9 @@ def remove_stale(target: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, mode: str = "wb", parents: bool = False, **open_kw) -> Iterator[IO]:
-    """Open a temporary beside ``target``; on success it replaces ``target``.
+def atomic_path(target: str | os.PathLike, parents: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``target`` for a writer that takes a path (a tool, a package's
+    ``write(path)``); on success it replaces ``target``, on any exception it is removed.
 
     The folder must exist unless ``parents`` (for caches) asks to create it."""
     target = Path(target)
@@ -44,17 +45,26 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb", parents: bool = Fal
             folder.mkdir(parents=True, exist_ok=True)
         remove_stale(target)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
     except OSError as e:
         raise InputError(target, f"cannot be written ({e.strerror or e})") from None
     try:
         os.chmod(tmp, _umask_mode())
-        with os.fdopen(fd, mode, **open_kw) as f:
-            yield f
+        yield Path(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "wb", parents: bool = False, **open_kw) -> Iterator[IO]:
+    """An open temporary beside ``target`` (its ``.name`` is the temporary's path); on success
+    it replaces ``target``. The folder must exist unless ``parents`` asks to create it."""
+    with atomic_path(target, parents=parents) as tmp:
+        with open(tmp, mode, **open_kw) as f:
+            yield f
 
 
 def atomic_write(target: str | os.PathLike, data: str | bytes, encoding: str = "utf-8",

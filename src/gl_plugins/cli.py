@@ -29,7 +29,7 @@ COMMANDS = {
     "plugins": ("gl_plugins.commands.plugins:plugins_cmd", "List loaded plugins and their hooks."),
     "toolchain": ("gl_plugins.commands.toolchain:toolchain", "Find or build the llama.cpp tools."),
     "doctor": ("gl_plugins.commands.toolchain:doctor", "Show tools, versions, and run a quantized model."),
-    "sample-model": ("gl_plugins.commands.toolchain:sample_model", "Provision the real Gemma 3 270M."),
+    "sample-model": ("gl_plugins.commands.toolchain:sample_model", "Provision a real sample model (Gemma 3 270M, Qwen2.5-Coder-1.5B)."),
 }
 
 

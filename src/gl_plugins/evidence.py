@@ -226,11 +226,6 @@ class Score:
     def accuracy(self) -> float | None:
         return self.right / self.judged if self.judged else None
 
-    @property
-    def smoothed_accuracy(self) -> float:
-        """(right + 1) / (judged + 2): an accuracy that does not claim certainty on few observations."""
-        return (self.right + 1) / (self.judged + 2)
-
     def summary(self) -> str:
         total = self.judged + self.abstained + self.errors
         text = f"right {self.right} of {total}, wrong {self.wrong}, abstained {self.abstained}"

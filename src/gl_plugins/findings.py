@@ -55,10 +55,6 @@ def summary(findings) -> str:
     return ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
 
 
-def to_json(findings) -> list[dict]:
-    return [f.to_dict() for f in findings]
-
-
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2, default=_default)
 

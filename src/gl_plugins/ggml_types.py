@@ -102,17 +102,6 @@ def tensor_bytes(type_: GGMLType, shape: tuple[int, ...] | list[int]) -> int:
     return type_.row_bytes(shape[0] if shape else 1) * n_rows
 
 
-def fallback_for(type_name_: str, ne0: int) -> str | None:
-    """The type llama-quantize falls back to for rows of width ``ne0``, or None."""
-    t = get_type(type_name_)
-    if ne0 % t.block_size == 0:
-        return None
-    fb = FALLBACK.get(t.name)
-    if fb is None or ne0 % TYPES_BY_NAME[fb].block_size != 0:
-        return "F16"
-    return fb
-
-
 # llama.cpp file types, as `llama-quantize` spells them (tools/quantize/quantize.cpp).
 # name -> (llama_ftype id, the ggml type llama-quantize uses as the default for it)
 FTYPES: dict[str, tuple[int, str]] = {

@@ -47,10 +47,6 @@ class ModelName:
             return f"{self.namespace}/{out}"
         return out
 
-    def manifest_parts(self) -> tuple[str, str, str, str]:
-        """Folders under ``manifests/`` where Ollama keeps this model's manifest."""
-        return self.host, self.namespace, self.model, self.tag
-
     def with_namespace(self, namespace: str) -> "ModelName":
         problem = part_problem("namespace", namespace)
         if problem:

@@ -101,13 +101,6 @@ class Resolution:
     n_params: int
     bpw: float
 
-    def by_type(self) -> dict[str, list[Assignment]]:
-        """Final type -> its tensors, largest share of bytes first."""
-        out: dict[str, list[Assignment]] = {}
-        for a in self.assignments:
-            out.setdefault(a.type, []).append(a)
-        return dict(sorted(out.items(), key=lambda kv: -sum(a.bytes for a in kv[1])))
-
     def fallbacks(self) -> list[Assignment]:
         """Tensors whose type the shape fallback changed."""
         return [a for a in self.assignments if a.fell_back]

@@ -21,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synth: the synthetic-model writer
+
 
 def make_sparse_gguf(path: Path, size_gb: float) -> int:
-    from gl_plugins.assets import provision
+    from gl_plugins.toolchain.samples import provision
     from gl_plugins.ggml_types import TYPES_BY_ID
-    from gl_plugins.gguf_header import read_header
-    from gl_plugins.synth import write_sparse
+    from gl_plugins.model.gguf_header import read_header
+    from synth import write_sparse
 
     src = read_header(provision("gemma3-270m"))
     kv = {key: (value.load() if hasattr(value, "load") else value) for key, value in src.kv.items()

@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import hostile  # noqa: E402
 import hostile_imatrix  # noqa: E402
 from gl_plugins.errors import InputError  # noqa: E402
-from gl_plugins.gguf_header import read_header  # noqa: E402
-from gl_plugins.imatrix import read_imatrix  # noqa: E402
+from gl_plugins.model.gguf_header import read_header  # noqa: E402
+from gl_plugins.imatrix.formats import read_imatrix  # noqa: E402
 
 
 def _split_cases(folder: Path) -> dict[str, Path]:
-    from gl_plugins.synth import SynthSpec, write_model
+    from synth import SynthSpec, write_model
 
     one = folder / "one.gguf"
     write_model(one, SynthSpec(n_layer=1, hidden=64, ffn=128, vocab=32))

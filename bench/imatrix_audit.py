@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synth: the synthetic-model writer
+
 import numpy as np
 
 HEAD_DIM, N_HEAD, N_HEAD_KV, VOCAB = 128, 32, 4, 32000
@@ -46,7 +48,7 @@ def model_tensors(layers: int, experts: int, width: int):
 
 
 def write_sparse_model(path: Path, layers: int, experts: int, width: int) -> None:
-    from gl_plugins.synth import write_sparse
+    from synth import write_sparse
 
     def header(w):
         w.add_name("bench-moe")
@@ -68,7 +70,7 @@ def write_sparse_model(path: Path, layers: int, experts: int, width: int) -> Non
 
 
 def write_imatrix(path: Path, layers: int, experts: int, width: int, in_sum: bool) -> None:
-    from gl_plugins.imatrix import OutEntry, write_gguf
+    from gl_plugins.imatrix.formats import OutEntry, write_gguf
 
     rng = np.random.default_rng(0)
     tokens = 200 * 512

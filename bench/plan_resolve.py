@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gl_plugins.facts import ModelFacts, Tensor  # noqa: E402
-from gl_plugins.plan import resolve, stock_plan  # noqa: E402
-from gl_plugins.plan_lint import lint  # noqa: E402
-from gl_plugins.recipes import Protect  # noqa: E402
+from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
+from gl_plugins.plan.lint import lint  # noqa: E402
+from gl_plugins.plan.recipes import Protect  # noqa: E402
 
 ROLES = (("attn_q", (4096, 4096)), ("attn_k", (4096, 1024)), ("attn_v", (4096, 1024)),
          ("attn_output", (4096, 4096)), ("ffn_up", (4096, 14336)), ("ffn_gate", (4096, 14336)),
@@ -49,8 +49,8 @@ def model(n_tensors: int = 1000) -> ModelFacts:
 
 def best_of(fn, n=5) -> float:
     """Best of ``n`` cold runs: the caches of compiled patterns and matches are emptied first."""
-    from gl_plugins.plan import first_matches
-    from gl_plugins.tensor_map import compile_pattern
+    from gl_plugins.plan.resolve import first_matches
+    from gl_plugins.plan.tensor_map import compile_pattern
 
     times = []
     for _ in range(n):

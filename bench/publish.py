@@ -33,9 +33,9 @@ CHILD = r"""
 import json, sys, time
 t0 = time.monotonic()
 from gl_plugins import digests
-from gl_plugins.config import load_config
-from gl_plugins.publish import build_request, options_from
-from gl_plugins.publish_ollama import OllamaPublisher
+from gl_plugins.project.config import load_config
+from gl_plugins.publish.prepare import build_request, options_from
+from gl_plugins.publish.ollama import OllamaPublisher
 cfg = load_config(sys.argv[1])
 variant = cfg.variant("bench:big")
 t_hash = time.monotonic()

@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gl_plugins import llamacpp  # noqa: E402
-from gl_plugins.assets import provision  # noqa: E402
+from gl_plugins.toolchain import llamacpp  # noqa: E402
+from gl_plugins.toolchain.samples import provision  # noqa: E402
 from gl_plugins.facts import load_facts  # noqa: E402
-from gl_plugins.plan import command, resolve, stock_plan  # noqa: E402
-from gl_plugins.recipes import Budget  # noqa: E402
-from gl_plugins.tensor_map import write_map  # noqa: E402
+from gl_plugins.plan.resolve import command, resolve, stock_plan  # noqa: E402
+from gl_plugins.plan.recipes import Budget  # noqa: E402
+from gl_plugins.plan.tensor_map import write_map  # noqa: E402
 
 STOCK = [("Q2_K", False), ("Q3_K_S", False), ("Q4_K_M", False), ("IQ4_XS", True)]
 EVAL_SLICE = (0, 120_000)  # characters of the sorted, joined topics used for perplexity

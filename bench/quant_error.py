@@ -1,6 +1,6 @@
 """Measure the relative output error of each ggml type, as the ``budget`` recipe uses it.
 
-A synthetic model (``gl_plugins.synth``: llama, 4 layers, hidden 1024, FFN
+A synthetic model (``tests/synth.py``: llama, 4 layers, hidden 1024, FFN
 2048, Gaussian weights, so every K- and IQ-type fits every row) is quantized
 with ``llama-quantize --pure`` to each type, once without and once with an
 importance matrix, read back with ``gguf`` and dequantized. The imatrix is
@@ -36,10 +36,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # synth: the synthetic-model writer
 
-from gl_plugins import llamacpp  # noqa: E402
-from gl_plugins.imatrix import OutEntry, read_imatrix, write_gguf  # noqa: E402
-from gl_plugins.synth import SynthSpec, tensors_for, write_model  # noqa: E402
+from gl_plugins.toolchain import llamacpp  # noqa: E402
+from gl_plugins.imatrix.formats import OutEntry, read_imatrix, write_gguf  # noqa: E402
+from synth import SynthSpec, tensors_for, write_model  # noqa: E402
 
 TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
          "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gl_plugins import llamacpp
+from gl_plugins.toolchain import llamacpp
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def llama_bin() -> Path:
 @pytest.fixture(scope="session")
 def gemma_q4(llama_bin) -> Path:
     """The real Gemma 3 270M Q4_K_M GGUF (from the PyPI package)."""
-    from gl_plugins.assets import provision
+    from gl_plugins.toolchain.samples import provision
 
     return provision("gemma3-270m")
 
@@ -42,7 +42,7 @@ def gemma_q4(llama_bin) -> Path:
 @pytest.fixture(scope="session")
 def gemma_f16(llama_bin) -> Path:
     """The real Gemma 3 270M as an F16 base (llama-quantize --allow-requantize)."""
-    from gl_plugins.assets import provision
+    from gl_plugins.toolchain.samples import provision
 
     return provision("gemma3-270m-f16")
 
@@ -54,10 +54,10 @@ class GL:
         self.runner = CliRunner()
 
     def __call__(self, *args, env=None, input=None):
-        from gl_plugins import plugins
+        from gl_plugins import host
         from gl_plugins.cli import cli
 
-        plugins.reset()
+        host.reset()
         r = self.runner.invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
         return r.exit_code, r.stdout, r.stderr
 

@@ -117,7 +117,7 @@ def check(t: Target, data: bytes, folder: Path) -> str | None:
 # ---------------------------------------------------------------- targets
 
 def _gguf_seeds() -> list[bytes]:
-    from gl_plugins.synth import SynthSpec, write_model
+    from synth import SynthSpec, write_model
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +156,7 @@ def _imatrix_entries():
     """Dense entries, an MoE entry with one never-routed expert, and in_sum on one entry."""
     import numpy as np
 
-    from gl_plugins.imatrix import OutEntry
+    from gl_plugins.imatrix.formats import OutEntry
 
     rng = np.random.default_rng(7)
     out = []
@@ -171,14 +171,14 @@ def _imatrix_entries():
 
 def _real_imatrix(suffix: str) -> list[bytes]:
     """The real llama-imatrix output the imatrix tests cache (tests/imatrix_files.py), when present."""
-    from gl_plugins.llamacpp import cache_root
+    from gl_plugins.toolchain.llamacpp import cache_root
 
     found = sorted((cache_root() / "test-assets").glob(f"imatrix-*/imatrix{suffix}"))
     return [found[0].read_bytes()] if found else []
 
 
 def _imatrix_gguf_seeds() -> list[bytes]:
-    from gl_plugins.imatrix import write_gguf
+    from gl_plugins.imatrix.formats import write_gguf
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "i.gguf"
@@ -187,7 +187,7 @@ def _imatrix_gguf_seeds() -> list[bytes]:
 
 
 def _imatrix_dat_seeds() -> list[bytes]:
-    from gl_plugins.imatrix import write_dat
+    from gl_plugins.imatrix.formats import write_dat
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "i.dat"
@@ -201,7 +201,7 @@ def _imatrix_dat_seeds() -> list[bytes]:
 
 def _run_imatrix(path: Path):
     """What ``gl imatrix info`` and ``gl imatrix convert`` do; gl must read back what it wrote."""
-    from gl_plugins.imatrix import convert, entry_stats, read_imatrix
+    from gl_plugins.imatrix.formats import convert, entry_stats, read_imatrix
 
     imx = read_imatrix(path)
     for e in imx.entries.values():
@@ -224,7 +224,7 @@ target("imatrix-dat", ".dat", _imatrix_dat_seeds)(_run_imatrix)
 @functools.cache
 def _small_facts():
     from gl_plugins.facts import facts_from_gguf
-    from gl_plugins.synth import SynthSpec, write_model
+    from synth import SynthSpec, write_model
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "m.gguf"
@@ -233,7 +233,7 @@ def _small_facts():
 
 
 def _map_seeds() -> list[bytes]:
-    from gl_plugins.tensor_map import render, rules_for
+    from gl_plugins.plan.tensor_map import render, rules_for
 
     facts = _small_facts()
     types = {t.name: ("Q4_K" if "ffn" in t.name else "Q8_0") for t in facts.tensors if len(t.shape) > 1}
@@ -245,8 +245,8 @@ def _map_seeds() -> list[bytes]:
 @target("tensor-map", ".txt", _map_seeds, text=True)
 def _run_map(path: Path):
     """``read_map`` as the imatrix audit and the hooks use it, then ``gl plan lint``'s checks."""
-    from gl_plugins.plan_lint import lint_file
-    from gl_plugins.tensor_map import parse_map_bytes, read_map, render
+    from gl_plugins.plan.lint import lint_file
+    from gl_plugins.plan.tensor_map import parse_map_bytes, read_map, render
 
     try:
         rules = read_map(path)
@@ -267,8 +267,8 @@ def _run_map(path: Path):
 # ---------------------------------------------------------------- Modelfiles
 
 def _modelfile_seeds() -> list[bytes]:
-    from gl_plugins import modelfile as mfmod
-    from gl_plugins.modelfile_templates import FAMILIES, compose, template
+    from gl_plugins.modelfile import parse as mfmod
+    from gl_plugins.modelfile.templates import FAMILIES, compose, template
 
     out = [mfmod.render(compose(template(f), "./model.gguf")).encode() for f in FAMILIES]
     out.append(mfmod.render(mfmod.Modelfile([
@@ -283,7 +283,7 @@ def _modelfile_seeds() -> list[bytes]:
 @target("modelfile", ".Modelfile", _modelfile_seeds, text=True)
 def _run_modelfile(path: Path):
     """Parse as Ollama does, type the parameters, and render back to the same commands."""
-    from gl_plugins import modelfile as mfmod
+    from gl_plugins.modelfile import parse as mfmod
 
     mf = mfmod.parse_file(path)
     mfmod.typed_parameters(mf)
@@ -302,7 +302,7 @@ def _run_modelfile(path: Path):
 def _prepare_project(folder: Path) -> None:
     """The files the gl.toml seeds name: a tiny GGUF, a Modelfile, a tensor map, an imatrix."""
     import tiny_gguf
-    from gl_plugins.imatrix import write_dat
+    from gl_plugins.imatrix.formats import write_dat
 
     tiny_gguf.write(folder / "tiny.gguf")
     (folder / "Modelfile").write_text('FROM ./tiny.gguf\nSYSTEM "Be brief."\nPARAMETER stop <|im_end|>\n')
@@ -351,8 +351,8 @@ def _config_file_seeds() -> list[bytes]:
 @target("gl-toml", ".toml", _config_file_seeds, text=True, prepare=_prepare_project)
 def _run_gl_toml(path: Path):
     """What ``gl check`` does: load and check every key, then lint each declared Modelfile."""
-    from gl_plugins.config import load_config
-    from gl_plugins.prepublish import lint_declared
+    from gl_plugins.project.config import load_config
+    from gl_plugins.publish.preflight import lint_declared
 
     cfg = load_config(path)
     lint_declared(cfg)
@@ -369,7 +369,7 @@ def _name_seeds() -> list[bytes]:
 @target("ollama-name", ".name", _name_seeds, text=True, names_input=True)
 def _run_name(path: Path):
     """``parse_name`` on the value; a name it accepts reads back the same from its spellings."""
-    from gl_plugins.ollama_names import parse_name
+    from gl_plugins.publish.names import parse_name
 
     value = path.read_bytes().decode("utf-8", "surrogateescape")
     n = parse_name(value)

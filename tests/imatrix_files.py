@@ -117,7 +117,7 @@ def calibration_text() -> str:
 
 
 def cache_dir() -> Path:
-    from gl_plugins.llamacpp import cache_root
+    from gl_plugins.toolchain.llamacpp import cache_root
 
     return cache_root() / "test-assets"
 
@@ -127,7 +127,7 @@ def real_imatrix(model: Path, fmt: str) -> Path:
 
     Both formats come from the same folder and calibration file, so they record the same dataset.
     """
-    from gl_plugins.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_tool
+    from gl_plugins.toolchain.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_tool
 
     text = calibration_text()
     st = model.stat()
@@ -152,7 +152,7 @@ def real_imatrix(model: Path, fmt: str) -> Path:
 
 def run_quantize(*args, timeout=1800) -> subprocess.CompletedProcess:
     """Run the real llama-quantize (2 threads) and return the finished process."""
-    from gl_plugins.llamacpp import find_tool
+    from gl_plugins.toolchain.llamacpp import find_tool
 
     return subprocess.run([str(find_tool("llama-quantize")), *map(str, args), "2"], capture_output=True,
                           text=True, timeout=timeout)

@@ -64,8 +64,8 @@ def write_config(folder: Path, body: str) -> Path:
 def request_for(config: Path, name: str, host: str, *, push: bool = False, retry_seconds: float | None = None,
                 echo=None):
     """A PublishRequest for a gl.toml variant, as gl publish prepares it (without validation)."""
-    from gl_plugins.config import load_config
-    from gl_plugins.publish import build_request, options_from
+    from gl_plugins.project.config import load_config
+    from gl_plugins.publish.prepare import build_request, options_from
 
     cfg = load_config(config)
     assert cfg.problems == [], [p.message for p in cfg.problems]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tiny_gguf
-from gl_plugins.config import load_config
+from gl_plugins.project.config import load_config
 from gl_plugins.errors import GLError, InputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import pytest
 
 from gl_plugins.errors import InputError
 from gl_plugins.facts import load_facts
-from gl_plugins.gguf_header import read_header
-from gl_plugins.synth import SynthSpec, write_model
+from gl_plugins.model.gguf_header import read_header
+from synth import SynthSpec, write_model
 from hostile import refusal_cost, write_corpus
 
 

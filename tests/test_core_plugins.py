@@ -40,7 +40,7 @@ def test_builtins_listed_with_hooks(gl):
     code, out, err = gl("plugins", "--json")
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
-    assert "gl_plugins.builtin.predictors" in rows
+    assert "gl_plugins.predict.ffn_ratio" in rows
     assert all(r["builtin"] and r["distribution"] == "gl-plugins" for r in rows.values())
 
 
@@ -60,7 +60,7 @@ def test_plugin_that_raises_on_import_does_not_take_the_cli_down(tmp_path, gemma
     assert r.returncode == 1
     assert "plugin 'gl-broken' (distribution gl-broken 1.2.3) failed while loading: RuntimeError: boom at import" \
         in r.stderr
-    assert "gl_plugins.builtin.predictors" in r.stdout
+    assert "gl_plugins.predict.ffn_ratio" in r.stdout
     r = _gl(tmp_path, "inspect", str(gemma_q4))
     assert r.returncode == 0 and "gemma3" in r.stdout
     r = _gl(tmp_path, "--help")
@@ -90,7 +90,7 @@ def test_gl_plugins_env_restricts_loading(tmp_path):
     assert "gl-other" in only and "gl-good" not in only
     builtin_only = names(_gl(tmp_path, "plugins", "--json", GL_PLUGINS=""))
     assert not {"gl-good", "gl-other"} & builtin_only
-    assert "gl_plugins.builtin.recipes" in builtin_only
+    assert "gl_plugins.plan.recipes" in builtin_only
 
 
 def test_plugin_raising_inside_a_hook_is_reported_and_others_still_count(tmp_path):
@@ -102,8 +102,8 @@ def test_plugin_raising_inside_a_hook_is_reported_and_others_still_count(tmp_pat
         def gl_register_predictors(register):
             raise ValueError("bad predictor table")
     """)
-    code = ("from gl_plugins import plugins; found = plugins.collect('gl_register_predictors'); "
-            "print(sorted(found)); print([str(p) for p in plugins.problems])")
+    code = ("from gl_plugins import host; found = host.collect('gl_register_predictors'); "
+            "print(sorted(found)); print([str(p) for p in host.problems])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
@@ -114,8 +114,9 @@ def test_plugin_raising_inside_a_hook_is_reported_and_others_still_count(tmp_pat
 
 def test_help_imports_no_plugins_and_no_numpy():
     code = ("import sys\nfrom gl_plugins.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "from gl_plugins.host.manager import DEFAULT_PLUGINS\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'gguf', 'ollama', 'huggingface_hub')"
-            " or m.startswith(('gl_plugins.builtin.', 'gl_plugins.commands.')))\nprint('IMPORTED', bad)")
+            " or m in DEFAULT_PLUGINS or m.startswith('gl_plugins.cli.'))\nprint('IMPORTED', bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "IMPORTED []" in r.stdout

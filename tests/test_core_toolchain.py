@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from gl_plugins import llamacpp
+from gl_plugins.toolchain import llamacpp
 
 
 def test_tools_found_and_type_table_from_build(llama_bin, gl):

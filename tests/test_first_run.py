@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gl_plugins import assets, llamacpp
+from gl_plugins.toolchain import samples
+
+from gl_plugins.toolchain import llamacpp
 from gl_plugins.digests import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +49,11 @@ def empty_cache(tmp_path: Path, llama_bin: Path) -> Path:
 def test_every_sample_model_is_provisioned_on_each_test_run():
     """bootstrap.py test provisions the same list of samples gl knows, into an empty cache."""
     boot = _bootstrap()
-    assert set(boot.SAMPLE_MODELS) == set(assets.SAMPLES)
+    assert set(boot.SAMPLE_MODELS) == set(samples.SAMPLES)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(assets.SAMPLES))
+@pytest.mark.parametrize("name", sorted(samples.SAMPLES))
 def test_sample_model_into_an_empty_cache(name, tmp_path, llama_bin, gl_proc):
     cache = empty_cache(tmp_path, llama_bin)
     r = gl_proc("sample-model", name, env={"GL_CACHE": str(cache), "GL_LLAMA_CPP": "",
@@ -59,13 +61,13 @@ def test_sample_model_into_an_empty_cache(name, tmp_path, llama_bin, gl_proc):
     assert r.returncode == 0, r.stderr
     path = Path(r.stdout.strip())
     assert path.parent == cache / "models" and path.is_file()
-    s = assets.sample(name)
+    s = samples.sample(name)
     if s.sha256:
         assert sha256_file(path) == s.sha256
     else:
         assert llamacpp.LLAMA_CPP_PYTHON_VERSION == PINNED_BUILD, "new llama.cpp pin: update F16_SHA256"
         assert sha256_file(path) == F16_SHA256[name]
-    made = {s.file} | ({assets.sample(s.source).file} if s.source else set())
+    made = {s.file} | ({samples.sample(s.source).file} if s.source else set())
     assert {p.name for p in (cache / "models").iterdir()} == made, "stray files in the model cache"
     assert {p.name for p in cache.iterdir()} == {"llama.cpp", "models", "digests.json"}
     # a second call trusts the provisioned file: no rehash, no rewrite
@@ -92,7 +94,7 @@ def test_a_killed_assembly_leaves_no_file_at_the_target(sig, tmp_path, llama_bin
         time.sleep(0.05)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
-    target = models / assets.sample("qwen2.5-coder-1.5b").file
+    target = models / samples.sample("qwen2.5-coder-1.5b").file
     assert not target.exists()
     leftovers = [p.name for p in models.iterdir()]
     assert leftovers == [] if sig == signal.SIGTERM else all(n.endswith(".tmp") for n in leftovers)
@@ -105,14 +107,14 @@ def test_a_killed_assembly_leaves_no_file_at_the_target(sig, tmp_path, llama_bin
 def test_a_wrong_digest_leaves_nothing(tmp_path, monkeypatch):
     """Chunks that do not add up to the published sha256: one sentence, nothing at the target."""
     monkeypatch.setenv("GL_CACHE", str(tmp_path))
-    bad = assets.Sample("broken", "broken.gguf", "a sample whose digest is wrong", sha256="0" * 64,
+    bad = samples.Sample("broken", "broken.gguf", "a sample whose digest is wrong", sha256="0" * 64,
                         chunks=(("gl_plugins", "data/lab_evidence.jsonl"),), install="nothing")
-    monkeypatch.setitem(assets.SAMPLES, "broken", bad)
+    monkeypatch.setitem(samples.SAMPLES, "broken", bad)
     from gl_plugins.errors import GLError
 
     with pytest.raises(GLError, match=r"sample model broken: the assembled file has sha256 [0-9a-f]{64}, "
                                       r"expected 0{64}"):
-        assets.provision("broken")
+        samples.provision("broken")
     assert list((tmp_path / "models").iterdir()) == []
 
 

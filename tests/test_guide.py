@@ -41,7 +41,7 @@ def test_the_guide_shows_every_step():
 
 
 def test_header_only_steps_print_what_the_guide_shows(gl, gemma_f16, tmp_path, monkeypatch):
-    from gl_plugins.assets import models_dir
+    from gl_plugins.toolchain.samples import models_dir
 
     monkeypatch.chdir(tmp_path)
     ran = 0

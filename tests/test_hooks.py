@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gl_plugins.facts import load_facts
-from gl_plugins.synth import write_model
+from synth import write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
 from plugin_docs import hook_example
 

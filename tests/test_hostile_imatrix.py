@@ -13,9 +13,9 @@ import struct
 import pytest
 
 from gl_plugins.errors import InputError
-from gl_plugins.gguf_header import read_header
-from gl_plugins.imatrix import convert, read_imatrix, write_gguf
-from gl_plugins.synth import SynthSpec, write_model
+from gl_plugins.model.gguf_header import read_header
+from gl_plugins.imatrix.formats import convert, read_imatrix, write_gguf
+from synth import SynthSpec, write_model
 from hostile import refusal_cost
 from hostile_imatrix import NAME, _dat_entry, write_corpus
 
@@ -91,7 +91,7 @@ def test_split_sets_with_missing_or_impossible_parts(tmp_path, one_part, gl, nam
 def test_a_gguf_imatrix_split_into_parts_is_refused(tmp_path):
     import numpy as np
 
-    from gl_plugins.imatrix import OutEntry
+    from gl_plugins.imatrix.formats import OutEntry
 
     def entry(name):
         return OutEntry(name, 1, 8, False, lambda: (np.ones((1, 8), np.float32), np.array([4.0]), None))

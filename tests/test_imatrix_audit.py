@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from gl_plugins.facts import Tensor, load_facts
-from gl_plugins.gguf_header import read_header
-from gl_plugins.imatrix import read_imatrix
-from gl_plugins.synth import SynthSpec, write_model
+from gl_plugins.model.gguf_header import read_header
+from gl_plugins.imatrix.formats import read_imatrix
+from synth import SynthSpec, write_model
 from imatrix_files import forward_pass_entries, run_quantize, write_dat_imatrix, write_gguf_imatrix
 
 SHARED = {3, 4, 5}
@@ -282,7 +282,7 @@ def test_converted_files_are_read_by_llama_quantize(gemma4, tmp_path, gl):
 
 
 def test_tensors_outside_blocks_get_their_cause(gemma4):
-    from gl_plugins.coverage import OUTSIDE_BLK, coverage_of, gap_findings
+    from gl_plugins.imatrix.coverage import OUTSIDE_BLK, coverage_of, gap_findings
 
     model, imx = gemma4
     facts = load_facts(model)
@@ -294,7 +294,7 @@ def test_tensors_outside_blocks_get_their_cause(gemma4):
 
 
 def test_ranges_group_layers_per_role():
-    from gl_plugins.coverage import ranges
+    from gl_plugins.imatrix.coverage import ranges
 
     names = [f"blk.{i}.attn_k.weight" for i in (15, 16, 17, 3, 30, 31)] + ["output.weight",
                                                                           "blk.7.attn_v.weight"]
@@ -302,13 +302,13 @@ def test_ranges_group_layers_per_role():
 
 
 def test_coverage_auditor_is_a_plugin_a_third_party_can_replace():
-    from gl_plugins import plugins
+    from gl_plugins import host
     from gl_plugins.hookspecs import hookimpl
 
-    plugins.reset()
+    host.reset()
     try:
-        found = plugins.collect("gl_register_auditors")
-        assert found["coverage"].plugin == "gl_plugins.builtin.auditors"
+        found = host.collect("gl_register_auditors")
+        assert found["coverage"].plugin == "gl_plugins.imatrix.coverage"
 
         class Mine:
             name = "coverage"
@@ -322,10 +322,10 @@ def test_coverage_auditor_is_a_plugin_a_third_party_can_replace():
             def gl_register_auditors(self, register):
                 register(Mine())
 
-        plugins.get_manager().register(Plugin(), name="third-party")
-        assert isinstance(plugins.collect("gl_register_auditors")["coverage"], Mine)
+        host.get_manager().register(Plugin(), name="third-party")
+        assert isinstance(host.collect("gl_register_auditors")["coverage"], Mine)
     finally:
-        plugins.reset()
+        host.reset()
 
 
 def _with_iq2_embedding(plan_json: str) -> str:
@@ -387,7 +387,7 @@ def test_an_iq2_token_embedding_aborts_llama_quantize_and_is_caught(tmp_path, gl
     assert doc["missing"] == ["token_embd.weight"]
     [f] = doc["findings"]
     assert f["code"] == "imatrix-missing-outside-blk" and "GGML_ASSERT(imatrix != NULL)" in f["message"]
-    from gl_plugins.plan import command, plan_from_dict
+    from gl_plugins.plan.resolve import command, plan_from_dict
 
     plan = plan_from_dict(json.loads((tmp_path / "plan.json").read_text()))
     crashed = run_quantize(*command(plan, model, tmp_path / "x.gguf", imatrix_path=imx))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gl_plugins.errors import InputError
-from gl_plugins.imatrix import convert, read_imatrix
+from gl_plugins.imatrix.formats import convert, read_imatrix
 from imatrix_files import write_dat_imatrix, write_gguf_imatrix
 
 NE0, N_EXP = 256, 8
@@ -131,7 +131,7 @@ def _gguf_with_counts(tmp_path, counts):
     ([3, 1.5, 1], 1, "not a whole number"),
 ])
 def test_bad_gguf_counts_name_the_byte(tmp_path, gl, counts, index, words):
-    from gl_plugins.gguf_header import read_header
+    from gl_plugins.model.gguf_header import read_header
 
     p = _gguf_with_counts(tmp_path, counts)
     h = read_header(p)
@@ -141,7 +141,7 @@ def test_bad_gguf_counts_name_the_byte(tmp_path, gl, counts, index, words):
 
 
 def test_gguf_model_is_not_an_imatrix(tmp_path, gl):
-    from gl_plugins.synth import SynthSpec, write_model
+    from synth import SynthSpec, write_model
 
     model = write_model(tmp_path / "m.gguf", SynthSpec())[0]
     code, _, err = gl("imatrix", "info", model)
@@ -243,7 +243,7 @@ def test_convert_writes_atomically(tmp_path, monkeypatch):
     def boom(*_):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("gl_plugins.imatrix.IMatrix.importance", boom)
+    monkeypatch.setattr("gl_plugins.imatrix.formats.IMatrix.importance", boom)
     with pytest.raises(RuntimeError):
         convert(imx, target, "dat")
     assert target.read_bytes() == b"old"

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from gl_plugins.imatrix import read_imatrix
+from gl_plugins.imatrix.formats import read_imatrix
 from imatrix_files import copy_gguf_imatrix, real_imatrix, run_quantize
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_removed_entries_are_named_explained_and_pinned(real, gemma_f16, tmp_pat
     assert "Missing importance matrix for tensor blk.8.attn_output.weight" in refused.stdout + refused.stderr
     done = run_quantize("--imatrix", cut, "--tensor-type-file", rules, gemma_f16, tmp_path / "ok.gguf", "IQ2_XXS")
     assert done.returncode == 0, done.stderr[-2000:]
-    from gl_plugins.gguf_header import read_header
+    from gl_plugins.model.gguf_header import read_header
 
     types = {t.name: t.type_name for t in read_header(tmp_path / "ok.gguf").tensors}
     assert {types[n] for n in REMOVED} == {"Q2_K"}

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gl_plugins.imatrix import convert, read_imatrix
+from gl_plugins.imatrix.formats import convert, read_imatrix
 from imatrix_files import write_dat_imatrix, write_gguf_imatrix
 
 EXAMPLES = max(10, int(os.environ.get("GL_FUZZ_EXAMPLES", "150")) // 3)

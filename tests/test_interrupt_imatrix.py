@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 
-from gl_plugins.imatrix import OutEntry, read_imatrix, write_gguf
+from gl_plugins.imatrix.formats import OutEntry, read_imatrix, write_gguf
 from interrupting import EXIT, files_under, interrupt, start_gl, temporaries, wait_for
 
 N_ENTRIES, NE0 = 48, 1 << 20  # 192 MiB of values: several seconds of conversion on a shared core

@@ -17,7 +17,7 @@ import pytest
 
 import tiny_gguf
 from gl_plugins.errors import GLError
-from gl_plugins.publish_ollama import OllamaPublisher
+from gl_plugins.publish.ollama import OllamaPublisher
 from interrupting import EXIT, interrupt, start_gl, temporaries, wait_for
 from publish_support import fake_ollama, private_caches, project, request_for, write_config  # noqa: F401
 

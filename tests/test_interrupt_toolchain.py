@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from gl_plugins import llamacpp
+from gl_plugins.toolchain import llamacpp
 from interrupting import EXIT, files_under, interrupt, start_gl, temporaries, wait_for
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gl_plugins import modelfile as mf
+from gl_plugins.modelfile import parse as mf
 from gl_plugins.errors import GLError
-from gl_plugins.modelfile_templates import FAMILIES, template, template_text
+from gl_plugins.modelfile.templates import FAMILIES, template, template_text
 
 
 def cmds(text, **kw):

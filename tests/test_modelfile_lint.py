@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import tiny_gguf
-from gl_plugins import modelfile as mfmod
-from gl_plugins.modelfile_lint import chat_info, lint_file, lint_modelfile
-from gl_plugins.modelfile_templates import FAMILIES, compose, detect_family, template
+from gl_plugins.modelfile import parse as mfmod
+from gl_plugins.modelfile.lint import chat_info, lint_file, lint_modelfile
+from gl_plugins.modelfile.templates import FAMILIES, compose, detect_family, template
 
 
 def codes(findings, severity=None):

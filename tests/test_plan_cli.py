@@ -8,14 +8,14 @@ import pytest
 
 
 def test_recipes_are_registered_through_the_plugin_hook():
-    from gl_plugins import plugins
+    from gl_plugins import host
 
-    plugins.reset()
-    recipes = plugins.collect("gl_register_recipes")
+    host.reset()
+    recipes = host.collect("gl_register_recipes")
     assert {"uniform", "protect", "budget"} <= set(recipes)
     for r in recipes.values():
         assert r.description and callable(r.plan) and all(o.opts for o in r.options)
-        assert r.plugin == "gl_plugins.builtin.recipes"
+        assert r.plugin == "gl_plugins.plan.recipes"
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gl_plugins.dry_run import dry_run
-from gl_plugins.plan import Rule, TensorPlan
+from gl_plugins.plan.dry_run import dry_run
+from gl_plugins.plan.resolve import Rule, TensorPlan
 
 # The lab's way: a comment, unanchored blk.N rules, unescaped dots, K-types on 640-wide rows,
 # a specific rule after a general one.
@@ -140,7 +140,7 @@ def test_lint_of_1000_rules_is_fast_enough(tmp_path):
     import time
 
     from gl_plugins.facts import ModelFacts, Tensor
-    from gl_plugins.plan_lint import lint
+    from gl_plugins.plan.lint import lint
 
     roles = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate", "ffn_down")
     tensors = [Tensor(f"blk.{i}.{r}.weight", (1024, 1024), "F16", 2 * 1024 * 1024)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from gl_plugins.dry_run import disagreements, dry_run
+from gl_plugins.plan.dry_run import disagreements, dry_run
 from gl_plugins.facts import load_facts
-from gl_plugins.plan import resolve, stock_plan
-from gl_plugins.synth import SynthSpec, write_model
+from gl_plugins.plan.resolve import resolve, stock_plan
+from synth import SynthSpec, write_model
 
 SYNTH = {
     "llama-320-gqa5": SynthSpec(arch="llama", n_layer=9, hidden=320, ffn=864, n_head=5, n_head_kv=1, vocab=500,
@@ -78,10 +78,10 @@ def test_facts_md_figures_for_stock_types_on_gemma_hold(gemma_f16):
     ("budget", {"target_bpw": 5.0, "exclude_embeddings": True}),
 ])
 def test_gl_recipes_match_llama_quantize_on_real_gemma(gemma_f16, recipe, options):
-    from gl_plugins import plugins
+    from gl_plugins import host
 
     facts = load_facts(gemma_f16)
-    plan = plugins.collect("gl_register_recipes")[recipe].plan(facts, **options)
+    plan = host.collect("gl_register_recipes")[recipe].plan(facts, **options)
     res, dr = _agree(gemma_f16, plan, facts)
     assert res.fallbacks() == [] and dr.n_fallback == 0  # gl's maps never leave a fallback to llama.cpp
 
@@ -100,7 +100,7 @@ def test_stock_types_match_llama_quantize_on_awkward_shapes(synth_models, model)
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(SYNTH))
 def test_gl_recipes_match_llama_quantize_on_awkward_shapes(synth_models, model):
-    from gl_plugins.recipes import Budget, Protect, Uniform
+    from gl_plugins.plan.recipes import Budget, Protect, Uniform
 
     path = synth_models[model]
     facts = load_facts(path)
@@ -112,7 +112,7 @@ def test_gl_recipes_match_llama_quantize_on_awkward_shapes(synth_models, model):
 @pytest.mark.slow
 def test_rules_lowercased_first_match_and_flags_match_llama_quantize(synth_models):
     """Hand-made rules exercising lowercasing, first-match order, unanchored patterns and flags."""
-    from gl_plugins.plan import Rule, TensorPlan
+    from gl_plugins.plan.resolve import Rule, TensorPlan
 
     path = synth_models["gemma4-kv-shared-ple"]
     facts = load_facts(path)
@@ -136,10 +136,10 @@ def test_rules_lowercased_first_match_and_flags_match_llama_quantize(synth_model
 def test_real_quantization_with_gl_map_has_exactly_the_planned_types(gemma_f16, tmp_path):
     import gguf
 
-    from gl_plugins.llamacpp import run_tool
-    from gl_plugins.plan import command
-    from gl_plugins.recipes import Protect
-    from gl_plugins.tensor_map import write_map
+    from gl_plugins.toolchain.llamacpp import run_tool
+    from gl_plugins.plan.resolve import command
+    from gl_plugins.plan.recipes import Protect
+    from gl_plugins.plan.tensor_map import write_map
 
     facts = load_facts(gemma_f16)
     plan = Protect().plan(facts, low="Q3_K", attn="Q4_K", high="Q6_K")
@@ -160,10 +160,10 @@ def test_real_quantization_with_gl_map_has_exactly_the_planned_types(gemma_f16, 
 def test_real_quantization_of_synthetic_model_matches_plan(synth_models, tmp_path):
     import gguf
 
-    from gl_plugins.llamacpp import run_tool
-    from gl_plugins.plan import command
-    from gl_plugins.recipes import Budget
-    from gl_plugins.tensor_map import write_map
+    from gl_plugins.toolchain.llamacpp import run_tool
+    from gl_plugins.plan.resolve import command
+    from gl_plugins.plan.recipes import Budget
+    from gl_plugins.plan.tensor_map import write_map
 
     path = synth_models["qwen3moe-8-experts"]
     facts = load_facts(path)

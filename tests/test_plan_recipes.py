@@ -7,9 +7,9 @@ import pytest
 
 from gl_plugins.errors import GLError
 from gl_plugins.facts import load_facts
-from gl_plugins.plan import resolve
-from gl_plugins.recipes import Budget, Protect, Uniform, sensitivity
-from gl_plugins.synth import SynthSpec, tensors_for, write_model
+from gl_plugins.plan.resolve import resolve
+from gl_plugins.plan.recipes import Budget, Protect, Uniform, sensitivity
+from synth import SynthSpec, tensors_for, write_model
 
 SPEC = SynthSpec(arch="llama", n_layer=8, hidden=512, ffn=1024, n_head=8, n_head_kv=2, vocab=600, tie_output=False)
 
@@ -23,7 +23,7 @@ def synth(tmp_path_factory):
 
 
 def _imatrix(path, skip=()):
-    from gl_plugins.imatrix import OutEntry, write_gguf
+    from gl_plugins.imatrix.formats import OutEntry, write_gguf
 
     entries = [OutEntry(n, 1, s[-1], False, lambda ne0=s[-1]: (np.ones((1, ne0), np.float32) * 500,
                                                                 np.array([500.0]), None))

@@ -7,7 +7,7 @@ import pytest
 
 from gl_plugins.errors import GLError
 from gl_plugins.facts import ModelFacts, Tensor
-from gl_plugins.plan import (Rule, TensorPlan, command, plan_from_dict, plan_to_dict, resolve, stock_plan,
+from gl_plugins.plan.resolve import (Rule, TensorPlan, command, plan_from_dict, plan_to_dict, resolve, stock_plan,
                              tensor_size)
 
 

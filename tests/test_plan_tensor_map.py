@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gl_plugins.tensor_map import (MapSyntaxError, PatternError, compile_pattern, escape_name, match_sets,
+from gl_plugins.plan.tensor_map import (MapSyntaxError, PatternError, compile_pattern, escape_name, match_sets,
                                    parse_map_bytes, read_map, render, required_literal, rules_for, write_map)
 
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from gl_plugins.synth import SynthSpec, write_model
+from synth import SynthSpec, write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
 from test_core_plugins import _install_dist
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gl_plugins import precommit
-from gl_plugins.imatrix import OutEntry, write_gguf
-from gl_plugins.synth import write_model
+from gl_plugins.project import precommit
+from gl_plugins.imatrix.formats import OutEntry, write_gguf
+from synth import write_model
 from imatrix_files import forward_pass_entries
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "model-repo"
@@ -173,7 +173,7 @@ def test_each_hook_needs_well_under_two_seconds_of_cpu_on_the_example(repo):
             "imatrix-audit": [MAP, "gl.toml"], "predict": ["gl.toml"]}
     for name, files in runs.items():
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = subprocess.run([sys.executable, "-c", "import sys; from gl_plugins.precommit import main; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from gl_plugins.project.precommit import main; "
                             "sys.exit(main())", name, *files], cwd=repo, capture_output=True, text=True,
                            env={**os.environ, "GL_PLUGINS": ""})
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

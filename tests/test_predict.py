@@ -66,7 +66,7 @@ def test_real_gemma3_270m_json(gl, gemma_q4):
 @pytest.mark.parametrize("quant", ["Q2_K", "Q4_K_M"])
 def test_shape_fallback_matches_llama_quantize_dry_run(gl, gemma_q4, llama_bin, tmp_path, quant):
     """The bits per weight and fallback count gl predicts are what llama-quantize itself reports."""
-    from gl_plugins.llamacpp import run_tool
+    from gl_plugins.toolchain.llamacpp import run_tool
 
     r = run_tool("llama-quantize", ["--dry-run", "--allow-requantize", gemma_q4, tmp_path / "x.gguf", quant],
                  timeout=300)
@@ -245,13 +245,13 @@ class _BoomPlugin:
 
 
 def test_a_predictor_that_raises_is_reported_and_the_others_still_run(tmp_path):
-    from gl_plugins import plugins
+    from gl_plugins import host
     from gl_plugins.cli import cli
 
     cfg = write_config(tmp_path / "m", "phi-4")
-    plugins.reset()
+    host.reset()
     try:
-        plugins.get_manager().register(_BoomPlugin(), name="gl-boom")
+        host.get_manager().register(_BoomPlugin(), name="gl-boom")
         r = CliRunner().invoke(cli, ["predict", str(cfg), "-q", "Q2_K"], catch_exceptions=False)
         assert r.exit_code == 1
         assert "predictor 'boom' (plugin gl-boom) failed on Q2_K: RuntimeError: the predictor exploded" in r.stderr
@@ -271,7 +271,7 @@ def test_a_predictor_that_raises_is_reported_and_the_others_still_run(tmp_path):
         assert r.exit_code == 1 and "predictor 'boom' failed on evidence line 1" in r.stderr
         assert re.search(r"^  ffn-ratio\s+4\s+1\s+0\s+0$", r.stdout, re.M)
     finally:
-        plugins.reset()
+        host.reset()
 
 
 class _CrashPlugin:
@@ -281,16 +281,16 @@ class _CrashPlugin:
 
 
 def test_a_plugin_failing_to_register_makes_the_run_incomplete(tmp_path):
-    from gl_plugins import plugins
+    from gl_plugins import host
     from gl_plugins.cli import cli
 
     cfg = write_config(tmp_path / "m", "mistral-small-2409")
-    plugins.reset()
+    host.reset()
     try:
-        plugins.get_manager().register(_CrashPlugin(), name="gl-crash")
+        host.get_manager().register(_CrashPlugin(), name="gl-crash")
         r = CliRunner().invoke(cli, ["predict", str(cfg), "-q", "Q2_K", "--json"], catch_exceptions=False)
         assert r.exit_code == 1
         assert "plugin 'gl-crash' failed in hook gl_register_predictors: ValueError: bad predictor table" in r.stderr
         assert {e["predictor"] for e in json.loads(r.stdout)} == BUILTINS | {"combined"}
     finally:
-        plugins.reset()
+        host.reset()

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from gl_plugins.errors import InputError
-from gl_plugins.evidence import append_evidence, read_evidence, score
+from gl_plugins.predict.evidence import append_evidence, read_evidence, score
 from gl_plugins.facts import load_facts
 from model_configs import write_config
 
@@ -98,7 +98,7 @@ def test_score_function_counts_right_wrong_abstained():
             self.name, self.verdict = name, verdict
 
         def predict(self, facts, quant):
-            from gl_plugins.predict import Prediction
+            from gl_plugins.predict.predictions import Prediction
             return Prediction(self.name, quant, self.verdict, 0.5, ["fixed"])
 
     class Raises:

@@ -8,7 +8,7 @@ import os
 import ollama
 import pytest
 
-from gl_plugins import modelfile as mfmod
+from gl_plugins.modelfile import parse as mfmod
 from publish_support import closed_port_url, copy_example, fake_ollama, private_caches, project  # noqa: F401
 
 pytestmark = pytest.mark.slow  # the real model is validated once (llama.cpp load, generation, perplexity)
@@ -145,7 +145,7 @@ def test_no_secret_reaches_any_output(gl, project, fake_ollama):
 
 
 def test_a_variant_failing_validation_is_refused_with_its_findings(gl, tmp_path, fake_ollama):
-    from gl_plugins.synth import write_model
+    from synth import write_model
 
     write_model(tmp_path / "broken.gguf", arch="llama", n_layer=2, hidden=256, ffn=512, vocab=512)
     (tmp_path / "gl.toml").write_text('[models.broken.variants.f16]\ngguf = "broken.gguf"\n')

@@ -10,9 +10,9 @@ import ollama
 import pytest
 
 import tiny_gguf
-from gl_plugins import modelfile as mfmod
-from gl_plugins.publish_bundle import BundlePublisher
-from gl_plugins.publish_ollama import OllamaPublisher
+from gl_plugins.modelfile import parse as mfmod
+from gl_plugins.publish.bundle import BundlePublisher
+from gl_plugins.publish.ollama import OllamaPublisher
 from publish_support import closed_port_url, fake_ollama, private_caches, request_for, write_config  # noqa: F401
 
 CONFIG = """

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ollama_fake
-from gl_plugins.ollama_names import ModelName, NameError_, is_valid, parse_name
+from gl_plugins.publish.names import ModelName, NameError_, is_valid, parse_name
 
 
 @pytest.mark.parametrize("text,parts", [

@@ -11,8 +11,8 @@ import pytest
 import tiny_gguf
 from gl_plugins import digests
 from gl_plugins.errors import GLError
-from gl_plugins.publish import PublishOptions, choose
-from gl_plugins.publish_ollama import OllamaPublisher
+from gl_plugins.publish.prepare import PublishOptions, choose
+from gl_plugins.publish.ollama import OllamaPublisher
 from publish_support import closed_port_url, fake_ollama, private_caches, request_for, write_config  # noqa: F401
 
 CONFIG = """

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.ollama_real,
 def test_publish_to_a_real_server_creates_a_model_that_answers_and_stops(tmp_path, gemma_q4):
     import ollama
 
-    from gl_plugins.config import load_config
-    from gl_plugins.publish import build_request, options_from
-    from gl_plugins.publish_ollama import OllamaPublisher
+    from gl_plugins.project.config import load_config
+    from gl_plugins.publish.prepare import build_request, options_from
+    from gl_plugins.publish.ollama import OllamaPublisher
 
     (tmp_path / "model.gguf").symlink_to(gemma_q4)
     tag = f"t{uuid.uuid4().hex[:8]}"

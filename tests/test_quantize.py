@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from gl_plugins.gguf_header import read_header
+from gl_plugins.model.gguf_header import read_header
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def test_usage_errors(gl, gemma_f16, tmp_path):
 
 def test_build_variant_for_gl_toml_takes_recipe_options_by_key(gemma_f16, tmp_path, llama_bin):
     from gl_plugins.errors import GLError
-    from gl_plugins.quantize import build_variant
+    from gl_plugins.quantize.run import build_variant
 
     out = tmp_path / "variant.gguf"
     result = build_variant(gemma_f16, out, recipe="uniform", options={"type": "Q8_0"}, echo=lambda m: None)

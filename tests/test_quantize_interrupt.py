@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gl_plugins.gguf_header import read_header
+from gl_plugins.model.gguf_header import read_header
 from interrupting import EXIT, files_under, interrupt, start_gl, temporaries, wait_for
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from gl_plugins.facts import load_facts
 from gl_plugins.findings import Finding
 from gl_plugins.sarif import to_sarif
-from gl_plugins.synth import write_model
+from synth import write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))

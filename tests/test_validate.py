@@ -17,9 +17,9 @@ import struct
 
 import pytest
 
-from gl_plugins.gguf_header import read_header
-from gl_plugins.plan import stock_plan
-from gl_plugins.quantize import plan_from_map, plan_from_recipe, quantize
+from gl_plugins.model.gguf_header import read_header
+from gl_plugins.plan.resolve import stock_plan
+from gl_plugins.quantize.run import plan_from_map, plan_from_recipe, quantize
 
 pytestmark = pytest.mark.slow
 
@@ -213,9 +213,9 @@ def test_missing_quant_and_missing_base_name_the_file(gl, sensible, tmp_path):
 
 
 def test_a_crashing_validator_plugin_fails_the_file(sensible):
-    from gl_plugins import plugins
+    from gl_plugins import host
     from gl_plugins.hookspecs import hookimpl
-    from gl_plugins.validate import validate_file
+    from gl_plugins.validate.run import validate_file
 
     class Boom:
         name = "boom"
@@ -229,12 +229,12 @@ def test_a_crashing_validator_plugin_fails_the_file(sensible):
         def gl_register_validators(self, register):
             register(Boom())
 
-    plugins.reset()
+    host.reset()
     try:
-        plugins.get_manager().register(Plugin(), name="boom-plugin")
+        host.get_manager().register(Plugin(), name="boom-plugin")
         report = validate_file(sensible, only=["structure", "boom"])
     finally:
-        plugins.reset()
+        host.reset()
     assert report.validators == ["structure", "boom"] and report.passed is False
     (f,) = [f for f in report.findings if f.source == "boom"]
     assert (f.severity, f.code) == ("error", "validator-failed")
@@ -242,7 +242,7 @@ def test_a_crashing_validator_plugin_fails_the_file(sensible):
 
 
 def test_plan_json_is_a_plan_too(gl, sensible, tmp_path):
-    from gl_plugins.plan import plan_to_dict
+    from gl_plugins.plan.resolve import plan_to_dict
 
     right, wrong = tmp_path / "q4_k_m.json", tmp_path / "q8_0.json"
     right.write_text(json.dumps(plan_to_dict(stock_plan("Q4_K_M"))))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from gl_plugins.collapse import diagnose, find_loop, is_word, word_share
+from gl_plugins.validate.collapse import diagnose, find_loop, is_word, word_share
 
 # F16 base, "The history of the printing press begins": ordinary prose that repeats a phrase but does not loop
 PROSE = (" with the invention of the printing press in 1450. The printing press is a device that allows the production "

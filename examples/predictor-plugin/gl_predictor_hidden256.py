@@ -8,7 +8,7 @@ cannot hold, and llama-quantize gives those tensors a bigger type instead.
 
 from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype
 from gl_plugins.hookspecs import hookimpl
-from gl_plugins.predict import Prediction
+from gl_plugins.predict.predictions import Prediction
 
 
 class Hidden256:

@@ -1,3 +1,3 @@
-from .cli import main
+from gl_plugins.cli import main
 
 raise SystemExit(main())

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import InputError
+from gl_plugins.errors import InputError
 
 
 def _umask_mode() -> int:

@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import atomic_write
-from .errors import GLError
+from gl_plugins.atomic import atomic_write
+from gl_plugins.errors import GLError
 
 CHUNK = 8 << 20
 MAX_ENTRIES = 2000
@@ -24,7 +24,7 @@ def cache_file() -> Path:
     env = os.environ.get("GL_DIGEST_CACHE")
     if env:
         return Path(env)
-    from .llamacpp import cache_root
+    from gl_plugins.toolchain.llamacpp import cache_root
 
     return cache_root() / "digests.json"
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import GLError, InputError, read_text_input
+from gl_plugins.errors import GLError, InputError, read_text_input
 
 
 @dataclass
@@ -151,8 +151,8 @@ def _per_layer(value, n_layer: int | None, what: str, source: str) -> list[int]:
 # ---------------------------------------------------------------- GGUF
 
 def facts_from_gguf(path: str | os.PathLike) -> ModelFacts:
-    from .ggml_types import ftype_name
-    from .gguf_header import read_header
+    from gl_plugins.ggml_types import ftype_name
+    from gl_plugins.model.gguf_header import read_header
 
     h = read_header(path)
     arch = h.architecture
@@ -342,7 +342,7 @@ def load_facts(source: str | os.PathLike) -> ModelFacts:
     """Model facts from a GGUF, a config.json (or its folder), ``pkg:NAME`` or a HF repo id."""
     s = os.fspath(source)
     if s.startswith("pkg:"):
-        from .assets import local_model
+        from gl_plugins.toolchain.samples import local_model
         return facts_from_gguf(local_model(s))
     p = Path(s)
     if p.is_dir():

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GLError
+from gl_plugins.errors import GLError
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def _result(f, rule_index: int, artifact: str | None, base: Path) -> dict:
 def to_sarif(findings, *, command: str, artifact: str | os.PathLike | None = None,
              base: str | os.PathLike | None = None) -> dict:
     """A SARIF 2.1.0 log for ``findings`` reported by ``command`` (e.g. ``"gl plan lint"``)."""
-    from . import __version__
+    from gl_plugins import __version__
 
     root = Path(os.path.abspath(base if base is not None else os.getcwd()))
     artifact = os.fspath(artifact) if artifact is not None else None

@@ -1,1 +1,0 @@
-"""gl's built-in plugins, registered through the same plugin manager as third-party ones."""

@@ -1,0 +1,229 @@
+"""``gl plan``: make a tensor map with a recipe, or lint a hand-written one (``gl plan lint``)."""
+
+from __future__ import annotations
+
+import click
+
+from gl_plugins.sarif import chosen_format, format_option
+from gl_plugins.cli.plugin_options import with_recipe_options
+
+MIB = 1024 * 1024
+
+
+class PlanCommand(click.Command):
+    """``gl plan MODEL --recipe NAME [recipe options]``; ``gl plan lint …`` dispatches to the linter.
+
+    The options of the chosen recipe are added when ``--recipe`` is seen, so
+    ``gl plan --recipe budget --help`` shows budget's options.
+    """
+
+    def parse_args(self, ctx, args):
+        if args[:1] == ["lint"]:
+            ctx.meta["gl.plan.lint"] = lint.make_context("gl plan lint", list(args[1:]), parent=ctx)
+            return []
+        self.params = with_recipe_options(_BASE_PARAMS, args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        sub = ctx.meta.get("gl.plan.lint")
+        if sub is not None:
+            with sub:
+                return lint.invoke(sub)
+        return super().invoke(ctx)
+
+    def format_epilog(self, ctx, formatter):
+        from gl_plugins import host
+
+        rows = [(n, r.description) for n, r in sorted(host.collect("gl_register_recipes").items())]
+        with formatter.section("Recipes (gl plan --recipe NAME --help shows a recipe's options)"):
+            formatter.write_dl(rows)
+        with formatter.section("Lint a hand-written map"):
+            formatter.write_text("gl plan lint MAP --model MODEL [--base-type T] [--target-bpw X] [--json]")
+
+
+def _plan(model, recipe, output, as_json, verify, **options):
+    """Make a llama.cpp tensor-type map for MODEL with a recipe and show what it will do.
+
+    Prints each class of tensors with its types, count and size, the totals
+    (bytes, bits per weight), the tensors whose type had to be fitted to their
+    row length, and the complete llama-quantize command. With -o the map is
+    written there (atomically); the command names it.
+    """
+    from gl_plugins import host
+    from gl_plugins.errors import GLError
+    from gl_plugins.facts import load_facts
+    from gl_plugins.findings import dumps
+    from gl_plugins.plan.resolve import command, plan_to_dict, resolve
+    from gl_plugins.plan.tensor_map import render, write_map
+
+    recipes = host.collect("gl_register_recipes")
+    if not recipe:
+        raise click.UsageError("choose a recipe with --recipe NAME (one of: " + ", ".join(sorted(recipes)) + ")")
+    if recipe not in recipes:
+        raise GLError(f"unknown recipe {recipe!r}; installed recipes: {', '.join(sorted(recipes))}")
+    facts = load_facts(model)
+    if not facts.tensors:
+        raise GLError(f"{model}: gl needs the tensor list to plan; give a GGUF file, not {facts.kind} facts")
+    r = recipes[recipe]
+    plan = host.call(r, "plan", facts, **{k: v for k, v in options.items() if v is not None and v != ()})
+    res = resolve(plan, facts)
+    if output:
+        write_map(output, plan.rules)
+    imatrix_path = plan.params.get("imatrix") if isinstance(plan.params.get("imatrix"), str) else None
+    cmd = command(plan, "INPUT", "OUTPUT", output or ("MAP" if plan.rules else None), imatrix_path)
+    verified = None
+    if verify:
+        from gl_plugins.plan.dry_run import disagreements, dry_run
+
+        if facts.kind != "gguf":
+            raise GLError(f"{model}: --verify needs a GGUF file for llama-quantize to read")
+        verified = disagreements(res, dry_run(facts.source, plan, imatrix_path=imatrix_path))
+    if as_json:
+        click.echo(dumps({
+            "model": facts.source, "recipe": recipe, "params": plan.params, "plan": plan_to_dict(plan),
+            "bpw": round(res.bpw, 4), "bytes": res.bytes, "n_params": res.n_params,
+            "classes": _classes(res), "fallbacks": [a.name for a in res.fallbacks()],
+            "needs_imatrix": [a.name for a in res.needs_imatrix()],
+            "tensors": [{"name": a.name, "type": a.type, "reason": a.reason, "bytes": a.bytes}
+                        for a in res.assignments],
+            "map_path": output, "map": render(plan.rules), "command": cmd,
+            **({"verify": {"agrees": not verified, "disagreements": verified}} if verify else {})}))
+    else:
+        _print_plan(facts, recipe, plan, res, output, cmd)
+        if verify:
+            if verified:
+                click.echo(f"llama-quantize --dry-run disagrees on {len(verified)} point(s):")
+                for line in verified[:30]:
+                    click.echo(f"  {line}")
+            else:
+                click.echo(f"llama-quantize --dry-run agrees on all {len(res.assignments)} tensors and the total")
+    if verified:
+        click.get_current_context().exit(1)
+
+
+def _classes(res) -> list[dict]:
+    from gl_plugins.plan.recipes import role
+
+    rows: dict[str, dict] = {}
+    for a in res.assignments:
+        key = "not quantized (norms, 1-D)" if a.reason == "not quantizable" else role(a.name)
+        row = rows.setdefault(key, {"class": key, "tensors": 0, "bytes": 0, "n_params": 0, "types": {}})
+        row["tensors"] += 1
+        row["bytes"] += a.bytes
+        row["n_params"] += a.n_elements
+        row["types"][a.type] = row["types"].get(a.type, 0) + 1
+    out = sorted(rows.values(), key=lambda r: (r["class"].startswith("not quantized"), -r["bytes"]))
+    for r in out:
+        r["bpw"] = round(r["bytes"] * 8 / r["n_params"], 3) if r["n_params"] else 0.0
+    return out
+
+
+def _print_plan(facts, recipe, plan, res, output, cmd) -> None:
+    import os
+    import shlex
+
+    echo = click.echo
+    echo(f"{os.path.basename(facts.source)}: {facts.architecture}, {len(facts.tensors)} tensors, "
+         f"{res.n_params / 1e6:.1f}M parameters; recipe {recipe}")
+    shown = {k: v for k, v in plan.params.items() if k not in ("fitted", "classes", "n_params")}
+    echo("parameters: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    echo("")
+    echo(f"  {'class':<28}{'tensors':>8}  {'types':<26}{'MiB':>9}{'bpw':>8}")
+    for row in _classes(res):
+        types = ", ".join(f"{t}x{n}" if len(row["types"]) > 1 else t for t, n in sorted(row["types"].items()))
+        echo(f"  {row['class']:<28}{row['tensors']:>8}  {types:<26}{row['bytes'] / MIB:>9.2f}{row['bpw']:>8.2f}")
+    echo(f"  {'total':<28}{len(res.assignments):>8}  {'':<26}{res.bytes / MIB:>9.2f}{res.bpw:>8.3f}")
+    echo("")
+    fitted = plan.params.get("fitted") or []
+    if fitted:
+        groups: dict[tuple, list] = {}
+        for name, asked, used in fitted:
+            groups.setdefault((asked, used), []).append(name)
+        echo(f"fitted to row length ({len(fitted)} tensors; the map names the type llama.cpp can use):")
+        for (asked, used), names in sorted(groups.items()):
+            more = f" … ({len(names)})" if len(names) > 3 else ""
+            echo(f"  {asked} -> {used}: {', '.join(names[:3])}{more}")
+    fb = res.fallbacks()
+    echo(f"falls back in llama-quantize: {len(fb)} tensor(s)" + (":" if fb else ""))
+    for a in fb[:20]:
+        echo(f"  {a.name}: {a.requested} -> {a.type}")
+    needs = res.needs_imatrix()
+    if needs:
+        echo(f"needs an imatrix: {len(needs)} tensor(s) ({', '.join(sorted({a.type for a in needs}))})")
+    if output:
+        echo(f"map written: {output} ({len(plan.rules)} rules)")
+    elif plan.rules:
+        echo(f"map: {len(plan.rules)} rules (write it with -o FILE; the command calls it MAP)")
+    echo("llama-quantize " + " ".join(shlex.quote(a) for a in cmd))
+
+
+_BASE_PARAMS = [
+    click.Argument(["model"]),
+    click.Option(["--recipe"], metavar="NAME", help="Recipe (tensor-map generator) to use."),
+    click.Option(["-o", "--output"], type=click.Path(dir_okay=False), help="Write the tensor-type file here."),
+    click.Option(["--json", "as_json"], is_flag=True, help="Print a JSON document."),
+    click.Option(["--verify"], is_flag=True, help="Also run llama-quantize --dry-run on MODEL (a GGUF) and "
+                                                  "check that it agrees tensor by tensor; exit 1 if not."),
+]
+
+plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan.__doc__,
+                   short_help="Make or lint a llama.cpp tensor-type map.")
+
+
+@click.command("lint")
+@click.argument("map_path", required=False, metavar="MAP")
+@click.option("--model", "-m", required=True, help="The model the map is for (GGUF).")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
+              help="A rule as given to llama-quantize --tensor-type (repeatable; read before MAP).")
+@click.option("--base-type", metavar="TYPE", help="The file type given to llama-quantize (default: assumed "
+                                                  "from the rules, and said so).")
+@click.option("--target-bpw", type=float, help="The bits per weight the map is meant to give.")
+@click.option("--token-embedding-type", metavar="TYPE", help="As given to llama-quantize.")
+@click.option("--output-tensor-type", metavar="TYPE", help="As given to llama-quantize.")
+@click.option("--imatrix", "with_imatrix", is_flag=True, help="llama-quantize will get --imatrix.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@format_option
+def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_type, output_tensor_type,
+         with_imatrix, as_json, fmt):
+    """Check a hand-written tensor-type MAP against MODEL: what llama-quantize will really do with it.
+
+    Reports every token llama-quantize would reject (with its line), patterns that
+    lowercasing changes, rules that match nothing, are shadowed by earlier rules or
+    match more than their text says (blk.1 also catches blk.10-blk.19), unescaped
+    dots, types that fall back on these row lengths and what that costs, and the
+    real bits per weight against --target-bpw.
+
+    Exit status: 0 clean; 1 when something makes the result differ from what the
+    file says; 2 when llama-quantize would reject the map (or the input is unusable).
+    """
+    from gl_plugins.errors import GLError
+    from gl_plugins.facts import load_facts
+    from gl_plugins.findings import dumps, summary
+    from gl_plugins.plan.lint import lint_file
+
+    fmt = chosen_format(fmt, as_json)
+    if not map_path and not tensor_types:
+        raise click.UsageError("give a MAP file or at least one --tensor-type PATTERN=TYPE")
+    facts = load_facts(model)
+    if not facts.tensors:
+        raise GLError(f"{model}: linting needs the model's tensor list; give a GGUF file")
+    report = lint_file(map_path, facts, option_rules=list(tensor_types), base_type=base_type,
+                       target_bpw=target_bpw, token_embedding_type=token_embedding_type,
+                       output_tensor_type=output_tensor_type, imatrix=with_imatrix)
+    ctx = click.get_current_context()
+    if fmt == "sarif":
+        from gl_plugins.sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(report.findings, command="gl plan lint", artifact=map_path or model))
+        ctx.exit(report.exit_status)
+    if fmt == "json":
+        click.echo(dumps(report.to_dict()))
+        ctx.exit(report.exit_status)
+    for f in report.findings:
+        click.echo(f.text())
+    res = report.resolution
+    prefix = "if the rejected tokens are removed, " if not report.usable else ""
+    click.echo(f"{prefix}llama-quantize {report.base_type} with this map gives {res.bpw:.2f} bpw "
+               f"({res.bytes / MIB:.2f} MiB, {len(res.fallbacks())} tensor(s) falling back)")
+    click.echo(summary(report.findings))
+    ctx.exit(report.exit_status)

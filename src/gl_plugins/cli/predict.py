@@ -1,0 +1,185 @@
+import click
+
+
+def _quants(values) -> list[str]:
+    from gl_plugins.ggml_types import get_ftype
+
+    out = []
+    for v in values:
+        q = get_ftype(v)
+        if q not in out:
+            out.append(q)
+    return out
+
+
+def _band(ctx, param, value):
+    if value is None:
+        return None
+    from gl_plugins.predict.ffn_ratio import parse_band
+
+    try:
+        return parse_band(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("predict")
+@click.argument("model", required=False)
+@click.option("--quant", "-q", "quant_names", multiple=True, metavar="TYPE",
+              help="A llama-quantize type (Q2_K, IQ2_M, Q3_K_S …), case-insensitive. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--explain", is_flag=True, help="Also show each predictor's description and the figures behind it.")
+@click.option("--fail-on", type=click.Choice(["fails", "risky"]),
+              help="Exit 1 when a combined verdict is this bad (risky also catches fails).")
+@click.option("--evidence", "evidence_source", metavar="FILE|builtin",
+              help="Score every predictor on recorded outcomes (JSON Lines); 'builtin' = gl's lab observations.")
+@click.option("--band", callback=_band, metavar="LOW-HIGH",
+              help="Danger band of the ffn-ratio predictor (default 3.0-5.5).")
+def predict(model, quant_names, as_json, explain, fail_on, evidence_source, band):
+    """Predict whether MODEL survives each --quant type, predictor by predictor.
+
+    MODEL is a GGUF, a config.json (or its folder), a Hugging Face repo id
+    (hf:org/name) or pkg:gemma3-270m. Each predictor gives ok / risky / fails /
+    unknown with a confidence and its reasons; a combined verdict per type
+    follows, and the rule that combines them is printed with it.
+
+    Exit status: 0; 1 when --fail-on is met or a predictor (or plugin) failed;
+    2 for bad input.
+    """
+    from gl_plugins import host
+    from gl_plugins.findings import dumps
+
+    if not model and not evidence_source:
+        raise click.UsageError("give a MODEL and --quant TYPE, or --evidence FILE|builtin")
+    if model and not quant_names:
+        raise click.UsageError("give at least one --quant TYPE (e.g. --quant Q2_K)")
+    if quant_names and not model:
+        raise click.UsageError("--quant needs a MODEL")
+    quants = _quants(quant_names)
+
+    predictors = host.collect("gl_register_predictors")
+    failed = [str(p) for p in host.problems if p.hook in (None, "gl_register_predictors")]
+    if band is not None:
+        target = predictors.get("ffn-ratio")
+        if target is None or not hasattr(target, "band"):
+            raise click.UsageError("--band: no loaded ffn-ratio predictor takes a band")
+        target.band = band
+    chosen = list(predictors.values())
+
+    doc: dict = {}
+    if model:
+        from gl_plugins.facts import load_facts
+        from gl_plugins.predict.predictions import run
+
+        facts = load_facts(model)
+        predictions, failures = run(chosen, facts, quants)
+        for f in failures:
+            click.echo(f"gl: error: {f}; its verdict is left out", err=True)
+            failed.append(str(f))
+        if as_json:
+            doc["predictions"] = _json_predictions(predictions, failures, explain)
+        else:
+            descriptions = {n: getattr(p, "description", "") for n, p in predictors.items()}
+            click.echo(_render_predictions(facts, quants, predictions, failures, explain, descriptions))
+    if evidence_source:
+        from gl_plugins.predict.evidence import read_evidence, score
+        from gl_plugins.predict.predictions import Combined
+
+        observations = read_evidence(evidence_source)
+        scores = score(chosen + [Combined(chosen)], observations)
+        for s in scores.values():
+            for d in s.details:
+                if d["result"] == "error":
+                    msg = f"predictor {s.predictor!r} failed on evidence line {d['line']}: {d['error']}"
+                    click.echo(f"gl: error: {msg}", err=True)
+                    failed.append(msg)
+        if as_json:
+            doc.update({"evidence": evidence_source, "observations": len(observations),
+                        "scores": [_score_dict(s, explain) for s in scores.values()]})
+        else:
+            if model:
+                click.echo("")
+            click.echo(_render_scores(evidence_source, observations, scores, explain))
+    if as_json:
+        click.echo(dumps(doc["predictions"] if list(doc) == ["predictions"] else doc))
+
+    status = 0
+    if model and fail_on:
+        bad = ("fails",) if fail_on == "fails" else ("fails", "risky")
+        hits = [p for p in predictions if p.predictor == "combined" and p.verdict in bad]
+        for p in hits:
+            click.echo(f"gl: --fail-on {fail_on}: the combined verdict for {p.quant} is {p.verdict}", err=True)
+        status = 1 if hits else 0
+    if failed:
+        click.echo(f"gl: {len(failed)} predictor or plugin failure(s); the results above are incomplete", err=True)
+        status = 1
+    click.get_current_context().exit(status)
+
+
+# ---------------------------------------------------------------- rendering
+
+def _json_predictions(predictions, failures, explain) -> list[dict]:
+    out = [p.to_dict(with_evidence=explain) for p in predictions]
+    for f in failures:
+        out.append({"predictor": f.predictor, "quant": f.quant, "verdict": "unknown", "confidence": 0.0,
+                    "reasons": [f"the predictor raised: {f.error}"], "error": f.error, "plugin": f.plugin})
+    return out
+
+
+def _score_dict(s, explain) -> dict:
+    d = s.to_dict()
+    if not explain:
+        d.pop("details")
+    return d
+
+
+def _render_predictions(facts, quants, predictions, failures, explain, descriptions) -> str:
+    import json
+
+    from gl_plugins.predict.predictions import COMBINE_RULE
+
+    title = facts.name or facts.source
+    lines = [f"{title}  ({facts.kind}: {facts.source})"]
+    by_quant: dict = {}
+    for p in predictions:
+        by_quant.setdefault(p.quant, []).append(p)
+    for quant in quants:
+        lines.append("")
+        lines.append(quant)
+        for p in by_quant.get(quant, []):
+            if p.predictor == "combined":
+                continue
+            lines.append(f"  {p.predictor:<16} {p.verdict:<7} confidence {p.confidence:.2f}")
+            lines += [f"      - {r}" for r in p.reasons]
+            if explain:
+                desc = str(descriptions.get(p.predictor) or "").strip()
+                if desc:
+                    lines.append(f"      about: {desc}")
+                for key, value in p.evidence.items():
+                    text = json.dumps(value, default=str)
+                    lines.append(f"      {key}: {text}")
+        for f in failures:
+            if f.quant == quant:
+                lines.append(f"  {f.predictor:<16} FAILED  {f.error}"
+                             + (f" (plugin {f.plugin})" if f.plugin else ""))
+        combined = next(p for p in by_quant[quant] if p.predictor == "combined")
+        decided = combined.reasons[1] if len(combined.reasons) > 1 else ""
+        lines.append(f"  {'combined':<16} {combined.verdict:<7} confidence {combined.confidence:.2f}  ({decided})")
+    lines.append("")
+    lines.append(f"combined verdict: {COMBINE_RULE}.")
+    return "\n".join(lines)
+
+
+def _render_scores(source, observations, scores, explain) -> str:
+    label = "gl's built-in lab observations" if source == "builtin" else source
+    lines = [f"Evidence: {len(observations)} observations ({label})",
+             f"  {'predictor':<16} {'right':>5} {'wrong':>5} {'abstained':>9} {'raised':>6}"]
+    for s in scores.values():
+        lines.append(f"  {s.predictor:<16} {s.right:>5} {s.wrong:>5} {s.abstained:>9} {s.errors:>6}")
+        if explain:
+            for d in s.details:
+                verdict = d["verdict"] or "-"
+                lines.append(f"      line {d['line']}: {d['model']} {d['quant']} {d['outcome']}: "
+                             f"predicted {verdict} -> {d['result']}" + (f" ({d['error']})" if d.get("error") else ""))
+    lines.append("fails and risky count as predicting \"fails\", ok as \"works\", unknown as abstaining.")
+    return "\n".join(lines)

@@ -1,0 +1,422 @@
+"""gl's built-in recipes: ``uniform``, ``protect`` and ``budget``.
+
+A recipe turns model facts and its options into a :class:`TensorPlan` in which
+nothing is implicit: every quantizable tensor is named by an anchored rule,
+the embeddings and the output get explicit flags, and every type fits its
+tensor's row length, so llama-quantize's shape fallback never changes what
+the map says. Where a requested type cannot hold a tensor's rows, the recipe
+writes the type llama.cpp would have fallen back to and lists the tensor in
+``params["fitted"]``.
+
+``budget`` minimises an estimated quantization error under a size budget; how
+the error is estimated is described in ``docs/plan.md`` and next to
+:data:`TYPE_ERROR`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import click
+
+from gl_plugins.errors import GLError
+from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type
+from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan, tensor_size
+from gl_plugins.plan import type_choice as qh
+from gl_plugins.plan.tensor_map import rules_for
+from gl_plugins.hookspecs import hookimpl
+
+EMBEDDINGS = ("token_embd.weight", "per_layer_token_embd.weight")
+
+
+def producible(name: str, what: str = "type") -> str:
+    """A ggml type llama-quantize can write; GLError naming the bad value otherwise."""
+    t = get_type(name).name
+    if t not in PRODUCIBLE:
+        raise GLError(f"{what} {name!r} is a ggml type llama-quantize cannot produce; use one of "
+                      + ", ".join(sorted(PRODUCIBLE)))
+    return t
+
+
+def embedding_safe_type(name: str, what: str) -> str:
+    """A type the embeddings/output can take: never one ggml refuses without imatrix data,
+    which llama-imatrix never records for the embeddings."""
+    t = producible(name, what)
+    if t in qh.GGML_REQUIRES_IMATRIX:
+        raise GLError(f"{what} {name!r}: ggml cannot make {t} without imatrix data, and llama-imatrix "
+                      f"records none for the embeddings or the output; choose e.g. Q4_K or Q6_K")
+    return t
+
+
+def fit(type_: str, ne0: int) -> str:
+    """The type llama.cpp really uses for rows ``ne0`` wide (its shape fallback)."""
+    return qh.shape_fallback(type_, ne0)
+
+
+def role(name: str) -> str:
+    """A tensor's role without its layer: ``blk.3.attn_v.weight`` -> ``attn_v``."""
+    m = re.match(r"^blk\.\d+\.(.+)$", name)
+    base = m.group(1) if m else name
+    return base[:-7] if base.endswith(".weight") else base
+
+
+def layer_of(name: str) -> int | None:
+    m = re.match(r"^blk\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
+def is_ple(name: str) -> bool:
+    """Per-layer-embedding tensors (Gemma 3n / Gemma 4)."""
+    return name == "per_layer_token_embd.weight" or role(name) in ("inp_gate", "proj")
+
+
+def quantizable(facts):
+    """The tensors llama-quantize may change, in llama.cpp's order."""
+    out = [t for t in facts.tensors if qh.why_not_quantizable(t.name, t.shape, facts.architecture) is None]
+    return sorted(out, key=lambda t: qh.weight_order_key(t.name))
+
+
+@dataclass
+class Choice:
+    """A recipe's decision for one tensor, before it becomes rules and flags."""
+    types: dict[str, str] = field(default_factory=dict)  # tensor -> ggml type (already fitted)
+    fitted: list[tuple[str, str, str]] = field(default_factory=list)  # (tensor, asked, written)
+
+    def set(self, t, asked: str) -> None:
+        used = fit(asked, t.shape[0])
+        self.types[t.name] = used
+        if used != asked:
+            self.fitted.append((t.name, asked, used))
+
+
+def build_plan(facts, choice: Choice, *, recipe: str, params: dict, imatrix: bool = False) -> TensorPlan:
+    """Rules and flags that give every quantizable tensor exactly ``choice.types``."""
+    types = dict(choice.types)
+    tok = types.pop("token_embd.weight", None)
+    out = types.pop("output.weight", None)
+    if tok is None and "per_layer_token_embd.weight" in types:
+        tok = types.pop("per_layer_token_embd.weight")
+    elif tok is not None and types.get("per_layer_token_embd.weight") == tok:
+        types.pop("per_layer_token_embd.weight")
+    quantized = [t for t in types.values() if TYPES_BY_NAME[t].quantized]
+    if quantized:
+        dominant = Counter(quantized).most_common(1)[0][0]
+        base = FTYPE_FOR_TYPE.get(dominant, "Q8_0")
+    else:
+        kinds = set(types.values())
+        base = FTYPE_FOR_TYPE[kinds.pop()] if len(kinds) == 1 else "Q8_0"
+    if TYPES_BY_NAME[FTYPES[base][1]].quantized:
+        rules = [Rule(p, t) for p, t in rules_for(types)]
+    else:
+        rules = []  # the base type is not quantized: rules would be ignored, every tensor gets it
+    needs = any(t in NEEDS_IMATRIX for n, t in choice.types.items() if n not in qh.TOKEN_EMBD_NAMES
+                and n != qh.OUTPUT_NAME)
+    params = dict(params)
+    if choice.fitted:
+        params["fitted"] = [list(f) for f in choice.fitted]
+    return TensorPlan(base_type=base, rules=rules, token_embedding_type=tok, output_tensor_type=out,
+                      imatrix=imatrix or needs, recipe=recipe, params=params)
+
+
+def _type_option(flag: str, default: str | None, help_: str) -> click.Option:
+    return click.Option([flag], default=default, show_default=True, help=help_, metavar="TYPE")
+
+
+# ------------------------------------------------------------------ uniform
+
+class Uniform:
+    name = "uniform"
+    description = "Every quantizable tensor at one type; embeddings and output explicit."
+
+    @property
+    def options(self):
+        return [
+            click.Option(["--type", "type_"], required=True, metavar="TYPE",
+                         help="ggml type for every quantizable tensor (e.g. Q4_K, IQ4_XS, Q8_0)."),
+            _type_option("--embedding-type", None, "Type of token_embd (default: --type, fitted to its rows)."),
+            _type_option("--output-type", None, "Type of output.weight (default: --type, fitted to its rows)."),
+        ]
+
+    def plan(self, facts, type_=None, embedding_type=None, output_type=None, **_):
+        if not type_:
+            raise GLError("uniform: --type is required")
+        t = producible(type_, "--type")
+        safe = "Q4_K" if t in qh.GGML_REQUIRES_IMATRIX else t
+        emb = embedding_safe_type(embedding_type, "--embedding-type") if embedding_type else safe
+        outp = embedding_safe_type(output_type, "--output-type") if output_type else safe
+        choice = Choice()
+        for x in quantizable(facts):
+            choice.set(x, emb if x.name in EMBEDDINGS else outp if x.name == "output.weight" else t)
+        return build_plan(facts, choice, recipe=self.name,
+                          params={"type": t, "embedding_type": emb, "output_type": outp})
+
+
+# ------------------------------------------------------------------ protect
+
+PROTECT_CLASSES = ("ple", "global-attn", "attn-v", "first-last", "output")
+
+
+class Protect:
+    name = "protect"
+    description = ("Low type for the FFN, higher types for chosen sensitive classes (per-layer embeddings, "
+                   "global-attention layers, attn_v, first/last layers, output).")
+
+    @property
+    def options(self):
+        return [
+            _type_option("--low", "Q2_K", "Type for the FFN and every tensor not protected."),
+            _type_option("--attn", "Q3_K", "Type for attention weights that are not protected."),
+            _type_option("--high", "Q4_K", "Type for protected tensors."),
+            _type_option("--embedding-type", "Q4_K", "Type of token_embd."),
+            _type_option("--output-type", "Q6_K", "Type of output.weight (and of token_embd when tied, "
+                                                  "if 'output' is protected)."),
+            click.Option(["--protect"], multiple=True, type=click.Choice(PROTECT_CLASSES),
+                         help="Classes kept at --high (repeatable; default: all of them)."),
+            click.Option(["--edge-layers"], type=int, default=1, show_default=True,
+                         help="How many first and last layers 'first-last' protects."),
+        ]
+
+    def plan(self, facts, low="Q2_K", attn="Q3_K", high="Q4_K", embedding_type="Q4_K", output_type="Q6_K",
+             protect=(), edge_layers=1, **_):
+        low, attn, high = (producible(v, f"--{k}") for k, v in (("low", low), ("attn", attn), ("high", high)))
+        emb = embedding_safe_type(embedding_type, "--embedding-type")
+        outp = embedding_safe_type(output_type, "--output-type")
+        classes = tuple(protect) or PROTECT_CLASSES
+        if edge_layers < 0:
+            raise GLError(f"--edge-layers must be 0 or more, not {edge_layers}")
+        n = int(facts.n_layer or 0)
+        edges = set(range(min(edge_layers, n))) | set(range(max(n - edge_layers, 0), n))
+        global_layers = set(facts.global_attention_layers)
+        tied = facts.tensor("output.weight") is None
+        choice = Choice()
+        why: Counter = Counter()
+        for t in quantizable(facts):
+            r, layer = role(t.name), layer_of(t.name)
+            attn_role = r.startswith("attn_")
+            if t.name == "output.weight":
+                cls, ty = "output", outp if "output" in classes else low
+            elif t.name == "token_embd.weight":
+                cls, ty = ("output (tied embedding)", outp) if tied and "output" in classes else ("embedding", emb)
+            elif is_ple(t.name) and "ple" in classes:
+                cls, ty = "ple", high
+            elif layer in edges and "first-last" in classes:
+                cls, ty = "first-last", high
+            elif attn_role and layer in global_layers and "global-attn" in classes:
+                cls, ty = "global-attn", high
+            elif r == "attn_v" and "attn-v" in classes:
+                cls, ty = "attn-v", high
+            elif attn_role:
+                cls, ty = "attention", attn
+            else:
+                cls, ty = "ffn and rest", low
+            why[cls] += 1
+            choice.set(t, ty)
+        params = {"low": low, "attn": attn, "high": high, "embedding_type": emb, "output_type": outp,
+                  "protect": list(classes), "edge_layers": edge_layers, "edge_layer_ids": sorted(edges),
+                  "global_attention_layers": sorted(global_layers), "classes": dict(why)}
+        return build_plan(facts, choice, recipe=self.name, params=params)
+
+
+# ------------------------------------------------------------------ budget
+
+# Relative output error ||(W - Q(W)) x||^2 / ||W x||^2 of each type, as (quantized without
+# an imatrix, with one): geometric means over the 28 weights of a synthetic model with
+# Gaussian weights and log-normal input importances, measured by bench/quant_error.py with
+# the pinned llama.cpp. None: llama-quantize will not make the type without an imatrix.
+TYPE_ERROR: dict[str, tuple[float | None, float]] = {
+    "Q2_K": (8.783e-02, 4.113e-02),
+    "Q3_K": (2.275e-02, 1.487e-02),
+    "Q4_K": (5.092e-03, 3.275e-03),
+    "Q5_K": (1.305e-03, 8.824e-04),
+    "Q6_K": (3.152e-04, 2.188e-04),
+    "Q8_0": (2.863e-05, 2.863e-05),
+    "Q4_0": (7.384e-03, 5.174e-03),
+    "Q4_1": (6.119e-03, 3.146e-03),
+    "Q5_0": (1.822e-03, 1.274e-03),
+    "Q5_1": (1.433e-03, 7.399e-04),
+    "IQ4_NL": (5.797e-03, 4.113e-03),
+    "IQ4_XS": (5.887e-03, 4.229e-03),
+    "IQ3_S": (2.757e-02, 1.114e-02),
+    "IQ3_XXS": (None, 1.660e-02),
+    "IQ2_S": (None, 4.097e-02),
+    "IQ2_XS": (None, 5.041e-02),
+    "IQ2_XXS": (None, 6.883e-02),
+    "IQ1_M": (None, 1.139e-01),
+    "IQ1_S": (None, 1.570e-01),
+}
+
+# How much a unit of relative output error in one tensor costs, by role. These
+# are priors, in the spirit of llama.cpp's own mixtures (which spend extra bits
+# on attn_v, ffn_down and the output): the output projection feeds the logits
+# directly; attn_v and ffn_down write into the residual stream.
+ROLE_WEIGHT = {
+    "output": 8.0, "attn_v": 2.0, "attn_qkv": 1.5, "attn_kv_b": 1.5, "attn_output": 1.5, "ffn_down": 2.0,
+    "ffn_down_exps": 2.0, "ffn_down_shexp": 2.0, "attn_q": 0.75, "attn_k": 0.75, "ffn_up": 1.0, "ffn_gate": 1.0,
+    "token_embd": 1.0, "per_layer_token_embd": 0.5, "inp_gate": 0.5, "proj": 0.5,
+}
+EDGE_WEIGHT = 1.5  # first and last eighth of the layers (llama.cpp's use_more_bits edges)
+CANDIDATES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
+              "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "F16")
+
+
+def sensitivity(facts, name: str) -> float:
+    """The weight of a tensor's relative error in the total (role prior x layer position)."""
+    r = role(name)
+    if name == "token_embd.weight" and facts.tensor("output.weight") is None:
+        r = "output"  # tied: the embedding is also the output projection
+    w = ROLE_WEIGHT.get(r, 1.0)
+    layer, n = layer_of(name), int(facts.n_layer or 0)
+    if layer is not None and n and (layer < n // 8 or layer >= 7 * n // 8):
+        w *= EDGE_WEIGHT
+    return w
+
+
+def type_error(type_: str, with_imatrix: bool) -> float | None:
+    if type_ in ("F16", "BF16", "F32"):
+        return 0.0
+    plain, imx = TYPE_ERROR.get(type_, (None, None))
+    return imx if with_imatrix else plain
+
+
+class Budget:
+    name = "budget"
+    description = "Choose per-tensor types to hit a bits-per-weight budget with the least estimated error."
+
+    @property
+    def options(self):
+        return [
+            click.Option(["--target-bpw"], type=float, required=True, help="Bits per weight to aim for."),
+            click.Option(["--imatrix", "imatrix_path"], type=click.Path(dir_okay=False),
+                         help="Importance matrix: enables the IQ types that need one (for tensors it covers) "
+                              "and the lower error of imatrix quantization."),
+            click.Option(["--exclude-embeddings"], is_flag=True,
+                         help="Count the budget over everything but token/per-layer embeddings; "
+                              "those get --embedding-type."),
+            _type_option("--embedding-type", "Q8_0", "Embedding type with --exclude-embeddings."),
+            click.Option(["--types"], help="Comma-separated candidate types (default: all gl has "
+                                           "error data for)."),
+        ]
+
+    def plan(self, facts, target_bpw=None, imatrix_path=None, exclude_embeddings=False, embedding_type="Q8_0",
+             types=None, **_):
+        if target_bpw is None or not (0 < float(target_bpw) <= 32):
+            raise GLError(f"--target-bpw must be a number of bits per weight above 0, not {target_bpw!r}")
+        covered: set[str] | None = None
+        if imatrix_path:
+            from gl_plugins.imatrix.formats import read_imatrix
+
+            imx = read_imatrix(imatrix_path)
+            covered = {n for n, e in imx.entries.items() if (e.counts > 0).all()}
+        cands = [producible(c.strip(), "--types entry") for c in types.split(",") if c.strip()] if types \
+            else list(CANDIDATES)
+        unknown = [c for c in cands if type_error(c, bool(covered)) is None and c not in NEEDS_IMATRIX]
+        if unknown:
+            raise GLError(f"budget has no error data for {', '.join(unknown)}; choose among "
+                          + ", ".join(CANDIDATES))
+        emb_type = embedding_safe_type(embedding_type, "--embedding-type") if exclude_embeddings else None
+        return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path)
+
+
+def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
+    """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first."""
+    exempt = t.name in qh.TOKEN_EMBD_NAMES or t.name == qh.OUTPUT_NAME
+    use_imx = covered is not None and t.name in covered
+    s = sensitivity(facts, t.name)
+    out = []
+    for c in cands:
+        if t.shape[0] % TYPES_BY_NAME[c].block_size:
+            continue  # would fall back: the map would not say what happens
+        if c in NEEDS_IMATRIX and (exempt or not use_imx):
+            continue
+        e = type_error(c, use_imx)
+        if e is None:
+            continue
+        out.append((tensor_size(c, t.shape), s * e, c))
+    out.sort()
+    # drop dominated options (no cheaper-or-equal option with lower error)
+    pareto, best = [], float("inf")
+    for b, e, c in out:
+        if e < best:
+            pareto.append((b, e, c))
+            best = e
+    return pareto
+
+
+def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path) -> TensorPlan:
+    tensors = quantizable(facts)
+    fixed = [t for t in facts.tensors if qh.why_not_quantizable(t.name, t.shape, facts.architecture)]
+    fixed_bytes = sum(int(t.bytes or 0) for t in fixed)
+    excluded = set(EMBEDDINGS) if emb_type else set()
+    n_all = sum(t.n_elements for t in facts.tensors)
+    n_counted = sum(t.n_elements for t in facts.tensors if t.name not in excluded)
+    budget = target_bpw * n_counted / 8 - fixed_bytes
+    choice = Choice()
+    free = []
+    for t in tensors:
+        if t.name in excluded:
+            choice.set(t, emb_type)
+        else:
+            opts = _options_for(facts, t, cands, covered)
+            if not opts:
+                raise GLError(f"budget: no candidate type fits {t.name} (row length {t.shape[0]})")
+            free.append((t, opts))
+    pick = _allocate([o for _, o in free], budget)
+    for (t, opts), i in zip(free, pick):
+        choice.set(t, opts[i][2])
+    est = sum(opts[i][1] for (_, opts), i in zip(free, pick))
+    params = {"target_bpw": target_bpw, "exclude_embeddings": bool(emb_type), "embedding_type": emb_type,
+              "candidates": list(cands), "imatrix": str(imatrix_path) if imatrix_path else None,
+              "estimated_error": round(est, 6), "n_params": n_all}
+    return build_plan(facts, choice, recipe="budget", params=params, imatrix=bool(imatrix_path))
+
+
+def _allocate(options: list[list[tuple[int, float, str]]], budget: float) -> list[int]:
+    """Pick one option per tensor, total bytes <= budget, minimising total error.
+
+    Lagrangian relaxation (each tensor minimises error + lambda x bytes; bisection on
+    lambda finds the cheapest lambda that fits), then a greedy pass spends what is
+    left on the upgrades with the best error saved per byte.
+    """
+    def pick_for(lam: float) -> list[int]:
+        return [min(range(len(o)), key=lambda i: o[i][1] + lam * o[i][0]) for o in options]
+
+    def cost(p):
+        return sum(o[i][0] for o, i in zip(options, p))
+
+    cheapest = [0] * len(options)
+    if cost(cheapest) > budget:
+        return cheapest  # the budget is below the smallest possible file: take the smallest
+    lo, hi = 0.0, 1.0
+    while cost(pick_for(hi)) > budget:
+        hi *= 4
+        if hi > 1e30:
+            return cheapest
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if cost(pick_for(mid)) > budget:
+            lo = mid
+        else:
+            hi = mid
+    p = pick_for(hi)
+    left = budget - cost(p)
+    while True:
+        best = None
+        for k, (o, i) in enumerate(zip(options, p)):
+            for j in range(i + 1, len(o)):
+                db = o[j][0] - o[i][0]
+                de = o[i][1] - o[j][1]
+                if db <= left and de > 0 and (best is None or de / db > best[0]):
+                    best = (de / max(db, 1), k, j, db)
+        if best is None:
+            return p
+        _, k, j, db = best
+        p[k] = j
+        left -= db
+
+
+@hookimpl(trylast=True)
+def gl_register_recipes(register):
+    for recipe in (Uniform(), Protect(), Budget()):
+        register(recipe)

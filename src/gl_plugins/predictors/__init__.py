@@ -1,1 +1,0 @@
-"""gl's built-in predictors, one module each; ``gl_plugins.builtin.predictors`` registers them."""

@@ -48,17 +48,27 @@ def gemma_f16(llama_bin) -> Path:
 
 
 class GL:
-    """Runs the gl CLI in-process and returns (exit code, stdout, stderr)."""
+    """Runs the gl CLI in-process and returns (exit code, stdout, stderr).
+
+    ``plugins`` are (name, plugin) pairs registered through the same plugin manager before the run,
+    as an installed third-party plugin would be.
+    """
 
     def __init__(self):
         self.runner = CliRunner()
 
-    def __call__(self, *args, env=None, input=None):
+    def __call__(self, *args, env=None, input=None, plugins=()):
         from gl_plugins import host
         from gl_plugins.cli import cli
 
         host.reset()
-        r = self.runner.invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+        try:
+            for name, plugin in plugins:
+                host.register(plugin, name)
+            r = self.runner.invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+        finally:
+            if plugins:
+                host.reset()
         return r.exit_code, r.stdout, r.stderr
 
 

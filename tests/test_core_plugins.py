@@ -19,9 +19,14 @@ def _install_dist(site, dist, module, source, ep_name=None):
 GOOD = """
     from gl_plugins.hookspecs import hookimpl
 
+    from gl_plugins import Prediction
+
     class Flag:
         name = "hidden-256"
         description = "flags hidden sizes that are not a multiple of 256"
+
+        def predict(self, facts, quant):
+            return Prediction(self.name, quant, "ok" if (facts.hidden_size or 0) % 256 == 0 else "risky", 0.5)
 
     @hookimpl
     def gl_register_predictors(register):

@@ -86,7 +86,7 @@ def test_hook_gl_register_auditors(site, tiny, tmp_path):
     install(site, "gl-few-chunks", "gl_register_auditors")
     imx = tmp_path / "tiny.imatrix.gguf"
     write_gguf_imatrix(imx, forward_pass_entries(load_facts(tiny)), chunk_count=4)
-    r = run_gl(site, "imatrix", "audit", imx, "--model", tiny, "--quant", "Q4_K_M", "--json")
+    r = run_gl(site, "imatrix", "audit", tiny, "--imatrix", imx, "--quant", "Q4_K_M", "--json")
     assert r.returncode == 0, r.stderr  # a warning does not fail the audit
     found = [f for f in json.loads(r.stdout)["findings"] if f["source"] == "few-chunks"]
     assert found == [{"severity": "warning", "code": "imatrix-few-chunks", "tensor": None,

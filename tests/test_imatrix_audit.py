@@ -58,7 +58,7 @@ def tensor_types(path) -> dict[str, str]:
 def test_kv_shared_gap_is_named_explained_and_remedied(gemma4, tmp_path, gl):
     model, imx = gemma4
     rules = tmp_path / "rules.txt"
-    code, out, err = gl("imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json",
+    code, out, err = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json",
                         "--emit-rules", rules)
     assert code == 1, err
     doc = json.loads(out)
@@ -90,7 +90,7 @@ def test_kv_shared_gap_is_named_explained_and_remedied(gemma4, tmp_path, gl):
 
 def test_text_output_names_range_cause_and_cost(gemma4, tmp_path, gl):
     model, imx = gemma4
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--emit-rules",
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--emit-rules",
                       tmp_path / "r.txt")
     assert code == 1
     assert "missing:  blk.3\u20135.attn_k.weight" in out
@@ -100,7 +100,7 @@ def test_text_output_names_range_cause_and_cost(gemma4, tmp_path, gl):
 
 def test_without_a_quant_gaps_are_warnings(gemma4, gl):
     model, imx = gemma4
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--json")
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["missing_ranges"] == ["blk.3\u20135.attn_k.weight", "blk.3\u20135.attn_v.weight"]
@@ -112,7 +112,7 @@ def test_a_map_that_puts_attn_v_at_iq2_needs_its_shared_layers_too(gemma4, tmp_p
     m = tmp_path / "map.txt"
     m.write_text("attn_v=iq2_xxs\nffn_down=q3_k\n")
     rules = tmp_path / "rules.txt"
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", m, "--quant", "IQ2_XXS", "--json",
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--plan", m, "--quant", "IQ2_XXS", "--json",
                       "--emit-rules", rules)
     assert code == 1
     doc = json.loads(out)
@@ -132,9 +132,9 @@ def test_a_map_without_a_base_type_is_a_usage_error(gemma4, tmp_path, gl):
     model, imx = gemma4
     m = tmp_path / "map.txt"
     m.write_text("attn_v=iq2_xxs\n")
-    code, _, err = gl("imatrix", "audit", imx, "--model", model, "--plan", m)
+    code, _, err = gl("imatrix", "audit", model, "--imatrix", imx, "--plan", m)
     assert code == 2 and "--quant" in err
-    code, _, err = gl("imatrix", "audit", imx, "--model", model, "--emit-rules", tmp_path / "x.txt")
+    code, _, err = gl("imatrix", "audit", model, "--imatrix", imx, "--emit-rules", tmp_path / "x.txt")
     assert code == 2 and "--emit-rules needs --quant or --plan" in err
 
 
@@ -150,7 +150,7 @@ def test_unrouted_experts_partial_warn_and_all_zero_is_garbage(moe, tmp_path, gl
         entries[f"blk.0.{role}.weight"] = (sums, np.zeros_like(counts))
     imx = write_gguf_imatrix(tmp_path / "moe.gguf", entries, chunk_count=2, chunk_size=64)
     rules = tmp_path / "rules.txt"
-    code, out, err = gl("imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json",
+    code, out, err = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json",
                         "--emit-rules", rules)
     assert code == 1, err
     doc = json.loads(out)
@@ -186,7 +186,7 @@ def test_legacy_file_marks_unrouted_experts_with_importance_one(moe, tmp_path, g
             values[[1, 6]] = 4.0  # what llama-imatrix writes for an expert with count 0: 1 × ncall
         entries[name] = (values, 4)
     imx = write_dat_imatrix(tmp_path / "moe.dat", entries)
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json")
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
     doc = json.loads(out)
     [f] = [f for f in doc["findings"] if f["code"] == "imatrix-unrouted-experts"]
     assert f["tensor"] == "blk.1.ffn_up_exps.weight" and "experts 1,6" in f["message"]
@@ -202,7 +202,7 @@ def test_nan_and_inf_stop_llama_quantize_and_are_errors(gemma4, tmp_path, gl):
     sums[0, 7] = np.nan
     entries["blk.1.ffn_up.weight"] = (sums, counts)
     imx = write_gguf_imatrix(tmp_path / "nan.gguf", entries)
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--quant", "Q4_K_M", "--json")
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M", "--json")
     assert code == 1
     [f] = json.loads(out)["findings"]
     assert f["code"] == "imatrix-nonfinite" and f["tensor"] == "blk.1.ffn_up.weight"
@@ -223,7 +223,7 @@ def test_negative_and_all_zero_rows(gemma4, tmp_path, gl):
     sums[0, 3] = -1.0
     entries["blk.2.ffn_gate.weight"] = (sums, counts)
     imx = write_gguf_imatrix(tmp_path / "z.gguf", entries)
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json")
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
     codes = {(f["code"], f["tensor"], f["severity"]) for f in json.loads(out)["findings"]}
     assert ("imatrix-zero-rows", "blk.0.attn_q.weight", "error") in codes
     assert ("imatrix-negative", "blk.2.ffn_gate.weight", "error") in codes
@@ -235,7 +235,7 @@ def test_imatrix_of_another_model(gemma4, tmp_path, gl):
     # same tensor names, other widths: llama-quantize stops on the size
     other = write_model(tmp_path / "wide.gguf", SynthSpec(arch="gemma4", n_layer=6, n_kv_shared=3, ple=64,
                                                           hidden=512, ffn=512))[0]
-    code, out, _ = gl("imatrix", "audit", imx, "--model", other, "--quant", "Q4_K_M", "--json")
+    code, out, _ = gl("imatrix", "audit", other, "--imatrix", imx, "--quant", "Q4_K_M", "--json")
     assert code == 1
     found = {f["code"]: f for f in json.loads(out)["findings"]}
     assert "holds 256 values where this model needs 512" in found["imatrix-shape-mismatch"]["message"]
@@ -246,7 +246,7 @@ def test_imatrix_of_another_model(gemma4, tmp_path, gl):
     moe_imx = write_gguf_imatrix(tmp_path / "moe.gguf", {f"blk.{i}.ffn_up_exps.weight": (np.ones((8, 256)),
                                                                                        np.ones(8))
                                                          for i in range(40)})
-    code, out, _ = gl("imatrix", "audit", moe_imx, "--model", llama, "--quant", "IQ2_XXS", "--json")
+    code, out, _ = gl("imatrix", "audit", llama, "--imatrix", moe_imx, "--quant", "IQ2_XXS", "--json")
     doc = json.loads(out)
     assert code == 1 and "imatrix-other-model" in {f["code"] for f in doc["findings"]}
     assert {f["code"] for f in doc["findings"] if f["tensor"]} == {"imatrix-missing-other-model"}
@@ -257,7 +257,7 @@ def test_gguf_without_metadata_is_refused_by_llama_quantize(gemma4, tmp_path, gl
     imx = write_gguf_imatrix(tmp_path / "nometa.gguf",
                              forward_pass_entries(load_facts(model), skip=_kv_shared_skip),
                              omit_keys=("imatrix.chunk_size",))
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--quant", "Q4_K_M", "--json")
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M", "--json")
     [f] = json.loads(out)["findings"]
     assert code == 1 and f["code"] == "imatrix-no-metadata" and "imatrix.chunk_size" in f["message"]
     r = run_quantize("--imatrix", imx, model, tmp_path / "o.gguf", "Q4_K_M")
@@ -265,7 +265,7 @@ def test_gguf_without_metadata_is_refused_by_llama_quantize(gemma4, tmp_path, gl
     # the fix the hint names
     fixed = tmp_path / "fixed.gguf"
     assert gl("imatrix", "convert", imx, fixed)[0] == 0
-    assert gl("imatrix", "audit", fixed, "--model", model, "--quant", "Q4_K_M")[0] == 0
+    assert gl("imatrix", "audit", model, "--imatrix", fixed, "--quant", "Q4_K_M")[0] == 0
 
 
 def test_converted_files_are_read_by_llama_quantize(gemma4, tmp_path, gl):
@@ -323,7 +323,8 @@ def test_coverage_auditor_is_a_plugin_a_third_party_can_replace():
                 register(Mine())
 
         host.get_manager().register(Plugin(), name="third-party")
-        assert isinstance(host.collect("gl_register_auditors")["coverage"], Mine)
+        mine = host.collect("gl_register_auditors")["coverage"]
+        assert isinstance(mine.obj, Mine) and mine.replaced == "gl_plugins.imatrix.coverage"
     finally:
         host.reset()
 
@@ -346,7 +347,7 @@ def test_a_gl_plan_json_is_audited_and_the_printed_command_runs(gemma4, tmp_path
     plan = tmp_path / "plan.json"
     plan.write_text(_with_iq2_embedding(out))
     rules = tmp_path / "rules.txt"
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", plan, "--json", "--emit-rules", rules)
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--plan", plan, "--json", "--emit-rules", rules)
     assert code == 1
     doc = json.loads(out)
     # the plan puts attn_v and, by hand, the token embedding at IQ2_XXS too
@@ -367,7 +368,7 @@ def test_a_model_without_a_tensor_list_is_refused(gemma4, tmp_path, gl):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 256,
                                "num_hidden_layers": 2, "intermediate_size": 512, "num_attention_heads": 4}))
-    code, _, err = gl("imatrix", "audit", imx, "--model", cfg, "--quant", "IQ2_XXS")
+    code, _, err = gl("imatrix", "audit", cfg, "--imatrix", imx, "--quant", "IQ2_XXS")
     assert code == 2 and "needs the model's tensor list" in err
 
 
@@ -380,7 +381,7 @@ def test_an_iq2_token_embedding_aborts_llama_quantize_and_is_caught(tmp_path, gl
     assert code == 0, err
     (tmp_path / "plan.json").write_text(_with_iq2_embedding(out))
     rules = tmp_path / "rules.txt"
-    code, out, _ = gl("imatrix", "audit", imx, "--model", model, "--plan", tmp_path / "plan.json", "--json",
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", imx, "--plan", tmp_path / "plan.json", "--json",
                       "--emit-rules", rules)
     assert code == 1
     doc = json.loads(out)

@@ -156,7 +156,7 @@ def test_truncated_gguf_and_structural_errors(tmp_path, gl):
     code, _, err = gl("imatrix", "info", cut)
     assert code == 2 and "truncated" in err and str(cut) in err
     # an imatrix given where the model belongs
-    code, _, err = gl("imatrix", "audit", p, "--model", p)
+    code, _, err = gl("imatrix", "audit", p, "--imatrix", p)
     assert code == 2 and "is an imatrix file, not a model" in err
     # in_sum2 without counts
     import gguf

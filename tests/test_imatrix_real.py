@@ -52,7 +52,7 @@ def test_both_formats_hold_the_same_data(real, gl):
 @pytest.mark.parametrize("quant", [None, "IQ2_XXS", "IQ1_S", "Q2_K_S", "IQ2_M"])
 def test_a_real_imatrix_audits_clean(real, gemma_f16, gl, fmt, quant):
     args = ["--quant", quant] if quant else []
-    code, out, err = gl("imatrix", "audit", real[fmt], "--model", gemma_f16, *args, "--json")
+    code, out, err = gl("imatrix", "audit", gemma_f16, "--imatrix", real[fmt], *args, "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["findings"] == [] and doc["missing"] == []
@@ -83,7 +83,7 @@ REMOVED = [f"blk.{i}.attn_output.weight" for i in range(8, 18)] + [f"blk.{i}.ffn
 def test_removed_entries_are_named_explained_and_pinned(real, gemma_f16, tmp_path, gl):
     cut = copy_gguf_imatrix(real["gguf"], tmp_path / "cut.gguf", drop=set(REMOVED))
     rules = tmp_path / "rules.txt"
-    code, out, err = gl("imatrix", "audit", cut, "--model", gemma_f16, "--quant", "IQ2_XXS", "--json",
+    code, out, err = gl("imatrix", "audit", gemma_f16, "--imatrix", cut, "--quant", "IQ2_XXS", "--json",
                         "--emit-rules", rules)
     assert code == 1, err
     doc = json.loads(out)

@@ -14,8 +14,8 @@ def test_recipes_are_registered_through_the_plugin_hook():
     recipes = host.collect("gl_register_recipes")
     assert {"uniform", "protect", "budget"} <= set(recipes)
     for r in recipes.values():
-        assert r.description and callable(r.plan) and all(o.opts for o in r.options)
-        assert r.plugin == "gl_plugins.plan.recipes"
+        assert r.obj.description and callable(r.obj.plan) and all(o.opts for o in r.obj.options)
+        assert r.plugin == "gl_plugins.plan.recipes" and r.kind == "recipe"
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_model_without_tensor_list_is_refused(gl, tmp_path):
 
 def test_help_lists_recipes_and_recipe_options(gl):
     code, out, _ = gl("plan", "--help")
-    assert code == 0 and "budget" in out and "protect" in out and "gl plan lint MAP" in out
+    assert code == 0 and "budget" in out and "protect" in out and "gl plan lint [OPTIONS] MODEL --map MAP" in out
     code, out, _ = gl("plan", "--recipe", "budget", "--help")
     assert code == 0 and "--target-bpw" in out and "--exclude-embeddings" in out
     code, out, _ = gl("plan", "lint", "--help")

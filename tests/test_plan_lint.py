@@ -42,7 +42,7 @@ def lab_map(tmp_path):
 
 @pytest.mark.slow
 def test_lab_map_is_caught_and_its_real_bpw_predicted(gl, gemma_f16, lab_map, tmp_path):
-    code, out, err = gl("plan", "lint", lab_map, "--model", gemma_f16, "--base-type", "Q2_K",
+    code, out, err = gl("plan", "lint", gemma_f16, "--map", lab_map, "--base-type", "Q2_K",
                         "--target-bpw", "2.5", "--json")
     assert code == 2  # llama-quantize would reject the comment line
     doc = json.loads(out)
@@ -71,7 +71,7 @@ def test_lab_map_is_caught_and_its_real_bpw_predicted(gl, gemma_f16, lab_map, tm
     assert {t["name"]: t["type"] for t in doc["tensors"]} == dr.types
     assert doc["bpw"] > 4.0  # nowhere near the 2.5 it was written for
 
-    code, out, err = gl("plan", "lint", clean, "--model", gemma_f16, "--base-type", "Q2_K", "--target-bpw", "2.5")
+    code, out, err = gl("plan", "lint", gemma_f16, "--map", clean, "--base-type", "Q2_K", "--target-bpw", "2.5")
     assert code == 1
     assert f"llama-quantize Q2_K with this map gives {doc['bpw']:.2f} bpw" in out
     assert f"{clean}:2: error: pattern-overreach" in out
@@ -84,7 +84,7 @@ def test_gl_made_map_lints_clean(gl, gemma_f16, tmp_path):
     assert code == 0
     doc = json.loads(out)
     plan = doc["plan"]
-    args = ["plan", "lint", m, "--model", gemma_f16, "--base-type", plan["base_type"],
+    args = ["plan", "lint", gemma_f16, "--map", m, "--base-type", plan["base_type"],
             "--target-bpw", str(round(doc["bpw"], 3)), "--json"]
     if plan["token_embedding_type"]:
         args += ["--token-embedding-type", plan["token_embedding_type"]]
@@ -120,7 +120,7 @@ def test_suspicious_but_valid_rules_are_findings_with_exit_1(gl, gemma_f16):
 def test_maps_llama_quantize_rejects_exit_2_with_position(gl, gemma_f16, tmp_path, text, line, needle):
     p = tmp_path / "map.txt"
     p.write_text(text)
-    code, out, err = gl("plan", "lint", p, "--model", gemma_f16)
+    code, out, err = gl("plan", "lint", gemma_f16, "--map", p)
     assert code == 2
     assert needle in out and f"{p}:{line}: error: map-" in out
 
@@ -128,11 +128,11 @@ def test_maps_llama_quantize_rejects_exit_2_with_position(gl, gemma_f16, tmp_pat
 def test_unusable_lint_input_is_one_sentence_exit_2(gl, tmp_path):
     p = tmp_path / "map.txt"
     p.write_text("ffn_up=q4_k\n")
-    code, out, err = gl("plan", "lint", tmp_path / "missing.txt", "--model", "pkg:gemma3-270m")
+    code, out, err = gl("plan", "lint", "pkg:gemma3-270m", "--map", tmp_path / "missing.txt")
     assert code == 2 and "missing.txt: file not found" in err and len(err.strip().splitlines()) == 1
-    code, out, err = gl("plan", "lint", p, "--model", "pkg:gemma3-270m", "--base-type", "Q9_K")
+    code, out, err = gl("plan", "lint", "pkg:gemma3-270m", "--map", p, "--base-type", "Q9_K")
     assert code == 2 and "unknown quant type 'Q9_K'" in err
-    code, out, err = gl("plan", "lint", p, "--model", tmp_path / "nope.gguf")
+    code, out, err = gl("plan", "lint", tmp_path / "nope.gguf", "--map", p)
     assert code == 2 and "nope.gguf" in err
 
 
@@ -159,7 +159,7 @@ def test_rules_under_an_unquantized_base_are_reported_once(tmp_path, gl, gemma_f
     """With base F16 llama-quantize ignores every rule: one rules-ignored error, no shadow noise."""
     p = tmp_path / "m.txt"
     p.write_text("blk\\.0\\.ffn_up\\.weight=q4_0\nblk\\.1\\.ffn_up\\.weight=q4_0\n")
-    code, out, err = gl("plan", "lint", p, "--model", gemma_f16, "--base-type", "F16", "--json")
+    code, out, err = gl("plan", "lint", gemma_f16, "--map", p, "--base-type", "F16", "--json")
     assert code == 1, err
     codes = sorted(f["code"] for f in json.loads(out)["findings"])
     assert codes == ["rules-ignored"]

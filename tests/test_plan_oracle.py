@@ -81,7 +81,7 @@ def test_gl_recipes_match_llama_quantize_on_real_gemma(gemma_f16, recipe, option
     from gl_plugins import host
 
     facts = load_facts(gemma_f16)
-    plan = host.collect("gl_register_recipes")[recipe].plan(facts, **options)
+    plan = host.collect("gl_register_recipes")[recipe].obj.plan(facts, **options)
     res, dr = _agree(gemma_f16, plan, facts)
     assert res.fallbacks() == [] and dr.n_fallback == 0  # gl's maps never leave a fallback to llama.cpp
 

@@ -117,16 +117,16 @@ def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(sit
 
     facts = load_facts(model)
     imx = write_gguf_imatrix(tmp_path / "i.gguf", forward_pass_entries(facts, skip=lambda n: "attn_k" in n))
-    r = gl(site, "imatrix", "audit", imx, "--model", model, "--quant", "IQ2_XXS", "--json")
+    r = gl(site, "imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
     assert r.returncode == 1
     assert f"{WHO} auditor 'boom'.audit: RuntimeError: auditor exploded while iterating" in r.stderr
     doc = json.loads(r.stdout)
     assert doc["missing"] == ["blk.0.attn_k.weight", "blk.1.attn_k.weight"]
     assert any(f["source"] == "coverage" and f["severity"] == "error" for f in doc["findings"])
     # without the broken plugin the same audit fails only on its findings
-    clean = subprocess.run([sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(imx), "--model", str(model),
+    clean = subprocess.run([sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(model), "--imatrix", str(imx),
                             "--quant", "Q4_K_M"], capture_output=True, text=True)
-    r = gl(site, "imatrix", "audit", imx, "--model", model, "--quant", "Q4_K_M")
+    r = gl(site, "imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M")
     assert (clean.returncode, r.returncode) == (0, 1)
     assert "gl: 1 plugin failure(s); the results above are incomplete" in r.stderr
 

@@ -55,7 +55,7 @@ def test_the_schema_is_the_official_one():
 
 def test_plan_lint_findings_carry_their_line(gl, model):
     Path("map.txt").write_text("ffn_down\\.weight=q4_k\nblk\\.1=q8_0\nffn_down\\.weight=q8_0\n")
-    code, out, _ = gl("plan", "lint", "map.txt", "--model", model, "--base-type", "Q4_K_M", "--format", "sarif")
+    code, out, _ = gl("plan", "lint", model, "--map", "map.txt", "--base-type", "Q4_K_M", "--format", "sarif")
     doc = valid(json.loads(out))
     assert code == 1  # the exit status does not depend on the format
     by_rule = {r["ruleId"]: r for r in results(doc)}
@@ -70,16 +70,16 @@ def test_plan_lint_findings_carry_their_line(gl, model):
     for r in results(doc):
         assert rules[r["ruleIndex"]]["id"] == r["ruleId"]
     # --json is unchanged, and contradicting formats are refused
-    code, out, _ = gl("plan", "lint", "map.txt", "--model", model, "--base-type", "Q4_K_M", "--json")
+    code, out, _ = gl("plan", "lint", model, "--map", "map.txt", "--base-type", "Q4_K_M", "--json")
     assert code == 1 and "findings" in json.loads(out)
-    code, _, err = gl("plan", "lint", "map.txt", "--model", model, "--json", "--format", "sarif")
+    code, _, err = gl("plan", "lint", model, "--map", "map.txt", "--json", "--format", "sarif")
     assert code == 2 and "--json and --format sarif contradict each other" in err
 
 
 def test_imatrix_audit_findings_name_their_tensors(gl, model):
     facts = load_facts(model)
     write_gguf_imatrix("tiny.imatrix.gguf", forward_pass_entries(facts, skip=lambda n: n.startswith("blk.7.")))
-    code, out, _ = gl("imatrix", "audit", "tiny.imatrix.gguf", "--model", model, "--quant", "IQ2_XS",
+    code, out, _ = gl("imatrix", "audit", model, "--imatrix", "tiny.imatrix.gguf", "--quant", "IQ2_XS",
                       "--format", "sarif")
     doc = valid(json.loads(out))
     assert code == 1

@@ -19,7 +19,8 @@ import pytest
 
 from gl_plugins.model.gguf_header import read_header
 from gl_plugins.plan.resolve import stock_plan
-from gl_plugins.quantize.run import plan_from_map, plan_from_recipe, quantize
+from gl_plugins.plan.sources import plan_from_map, plan_from_recipe
+from gl_plugins.quantize.run import quantize
 
 pytestmark = pytest.mark.slow
 

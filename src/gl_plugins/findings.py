@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-SEVERITIES = ("error", "warning", "info")
+SEVERITIES = ("error", "warning", "info")  # most severe first
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 @dataclass
@@ -48,6 +49,11 @@ def has_errors(findings) -> bool:
 def exit_status(findings) -> int:
     """0 when clean (warnings allowed), 1 when any finding is an error."""
     return 1 if has_errors(findings) else 0
+
+
+def by_severity(findings, then=None) -> list:
+    """``findings`` most severe first (stable; ``then(finding)`` orders each severity further)."""
+    return sorted(findings, key=lambda f: (RANK[f.severity], then(f)) if then else RANK[f.severity])
 
 
 def summary(findings) -> str:

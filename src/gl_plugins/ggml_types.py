@@ -133,6 +133,11 @@ def get_ftype(name: str) -> str:
     return FTYPE_ALIASES.get(key, key)
 
 
+def default_type(quant: str) -> GGMLType:
+    """The ggml type llama-quantize gives a tensor by default for a file type (Q4_K_M -> Q4_K)."""
+    return TYPES_BY_NAME[FTYPES[get_ftype(quant)][1]]
+
+
 def ftype_name(ftype_id: int | None) -> str | None:
     if ftype_id is None:
         return None

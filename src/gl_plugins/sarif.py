@@ -9,9 +9,8 @@ naming the tensor. A finding without a file is placed on the command's main
 input (``artifact``), because code scanning needs a file for every result; so is one whose
 "file" is not a file (a rule given as ``--tensor-type``).
 
-``format_option`` is the ``--format text|json|sarif`` option the finding-
-reporting commands share; :func:`chosen_format` reconciles it with their
-older ``--json`` flag.
+The commands that report findings print it with ``--format sarif``
+(see :mod:`gl_plugins.cli.options`).
 """
 
 from __future__ import annotations
@@ -21,25 +20,12 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-import click
+from gl_plugins.findings import RANK
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 VERSION = "2.1.0"
 SRCROOT = "%SRCROOT%"
 LEVELS = {"error": "error", "warning": "warning", "info": "note"}
-_RANK = {"error": 0, "warning": 1, "info": 2}
-FORMATS = ("text", "json", "sarif")
-
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None,
-    help="Output: text (default), json (same as --json) or sarif (SARIF 2.1.0 for code scanning).")
-
-
-def chosen_format(fmt: str | None, as_json: bool) -> str:
-    """The format asked for by ``--format`` and ``--json`` together; both given must agree."""
-    if as_json and fmt not in (None, "json"):
-        raise click.UsageError(f"--json and --format {fmt} contradict each other; give one")
-    return fmt or ("json" if as_json else "text")
 
 
 def _location(file: str, base: Path) -> dict:
@@ -94,7 +80,7 @@ def to_sarif(findings, *, command: str, artifact: str | os.PathLike | None = Non
                 rule["help"] = {"text": f.hint}
             rules.append(rule)
             worst[f.code] = f.severity
-        elif _RANK[f.severity] < _RANK[worst[f.code]]:
+        elif RANK[f.severity] < RANK[worst[f.code]]:
             worst[f.code] = f.severity
             rules[index[f.code]]["defaultConfiguration"]["level"] = LEVELS[f.severity]
     results = [_result(f, index[f.code], artifact, root) for f in findings]

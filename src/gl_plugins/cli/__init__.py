@@ -34,43 +34,24 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    """gl's commands, imported when used, and the commands plugins add; one way to end in an error."""
+
     def list_commands(self, ctx):
-        return sorted(set(COMMANDS) | set(self._plugin_commands()))
+        return sorted(set(COMMANDS) | set(_plugin_commands()))
 
     def get_command(self, ctx, name):
         if name in COMMANDS:
             module, attr = COMMANDS[name][0].split(":")
             return getattr(importlib.import_module(module), attr)
-        return self._plugin_commands().get(name)
+        found = _plugin_commands().get(name)
+        return found[0] if found else None
 
     def format_commands(self, ctx, formatter):
         rows = [(n, COMMANDS[n][1]) for n in sorted(COMMANDS)]
-        extra = self._plugin_commands()
-        rows += [(n, extra[n].get_short_help_str(60)) for n in sorted(extra)]
+        extra = _plugin_commands()
+        rows += [(n, extra[n][0].get_short_help_str(60)) for n in sorted(extra)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-    _extra: dict | None = None
-
-    def _plugin_commands(self) -> dict:
-        if LazyGroup._extra is None:
-            from importlib.metadata import entry_points
-
-            if not entry_points(group="gl"):  # only built-ins: they add no commands
-                LazyGroup._extra = {}
-                return LazyGroup._extra
-            from gl_plugins.host import get_manager
-
-            collector = click.Group()
-            pm = get_manager()
-            for impl in reversed(pm.hook.gl_register_commands.get_hookimpls()):
-                try:
-                    impl.function(cli=collector)
-                except Exception as e:
-                    click.echo(f"gl: warning: plugin {impl.plugin_name!r} failed in hook "
-                               f"gl_register_commands: {type(e).__name__}: {e}", err=True)
-            LazyGroup._extra = {n: c for n, c in collector.commands.items() if n not in COMMANDS}
-        return LazyGroup._extra
 
     def invoke(self, ctx):
         try:
@@ -85,6 +66,57 @@ class LazyGroup(click.Group):
 
             click.echo("gl: interrupted", err=True)
             ctx.exit(exit_code(e))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - a plugin's command is reported like every plugin failure
+            found = _plugin_commands().get(ctx.invoked_subcommand or "")
+            if found is None:
+                raise
+            from gl_plugins.host.manager import PluginProblem, distribution, problems
+            from gl_plugins.redaction import redact
+
+            problem = PluginProblem(found[1], distribution(found[1]), "gl_register_commands",
+                                    f"{type(e).__name__}: {e}", work=f"command {ctx.invoked_subcommand!r}")
+            problems.append(problem)
+            click.echo(redact(f"gl: error: {problem}"), err=True)
+            ctx.exit(1)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run gl; every error ends in one line ``gl: error: ...`` (usage errors after the usage)."""
+        code = _run(self, args, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _plugin_commands() -> dict:
+    from gl_plugins.host import commands
+
+    return commands()
+
+
+def _run(group: click.Group, args, **extra) -> int:
+    from gl_plugins.interrupts import exit_code
+    from gl_plugins.redaction import redact
+
+    try:
+        rv = click.Group.main(group, args=args, prog_name="gl", standalone_mode=False, **extra)
+    except click.exceptions.Abort as e:
+        click.echo("gl: interrupted", err=True)
+        return exit_code(e.__context__)
+    except click.UsageError as e:
+        if e.ctx is not None:
+            hint = f"Try '{e.ctx.command_path} -h' for help.\n" if e.ctx.command.get_help_option(e.ctx) else ""
+            click.echo(f"{e.ctx.get_usage()}\n{hint}", err=True)
+        click.echo(f"gl: error: {e.format_message()}", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"gl: error: {redact(e.format_message())}", err=True)
+        return e.exit_code
+    except GLError as e:
+        click.echo(f"gl: error: {redact(str(e))}", err=True)
+        return e.exit_code
+    return rv if isinstance(rv, int) else 0
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,25 +129,10 @@ def cli():
 
 
 def main(argv=None) -> int:
-    from gl_plugins.interrupts import exit_code, install
+    from gl_plugins.interrupts import install
 
     install()
-    try:
-        rv = cli.main(args=argv, prog_name="gl", standalone_mode=False)
-    except click.exceptions.Abort as e:
-        click.echo("gl: interrupted", err=True)
-        return exit_code(e.__context__)
-    except click.ClickException as e:
-        e.show()
-        return 2 if isinstance(e, click.UsageError) else e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except GLError as e:
-        from gl_plugins.redaction import redact
-
-        click.echo(f"gl: error: {redact(str(e))}", err=True)
-        return e.exit_code
-    return rv if isinstance(rv, int) else 0
+    return cli.main(args=argv, standalone_mode=False)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 import click
 
-from gl_plugins.sarif import chosen_format, format_option
+from gl_plugins.cli.options import deprecated, imatrix_option, model_option, output_format, pick_model
 
 
 @click.group("imatrix")
@@ -10,8 +10,8 @@ def imatrix():
 
 @imatrix.command("info")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-def info(file, as_json):
+@output_format()
+def info(file, fmt):
     """Show what FILE holds: format, datasets, chunks, entries and per-entry statistics.
 
     Importance is the mean squared activation llama-quantize derives from the file
@@ -27,7 +27,7 @@ def info(file, as_json):
             "values": sum(e.size for e in imx.entries.values()),
             "has_in_sum": any(e.in_sum is not None for e in imx.entries.values()),
             "missing_metadata": imx.missing_keys, "ignored_tensors": imx.ignored}
-    if as_json:
+    if fmt == "json":
         click.echo(dumps({**head, "stats": [s.to_dict() for s in stats]}))
         return
     chunks = f"{imx.chunk_count if imx.chunk_count is not None else '?'} chunks"
@@ -53,24 +53,14 @@ def info(file, as_json):
 
 def _plan(quant, plan_path):
     """The TensorPlan the audit holds the imatrix against, or None."""
-    import json
-    from pathlib import Path
-
-    from gl_plugins.errors import InputError
+    from gl_plugins.errors import read_input
     from gl_plugins.plan.resolve import Rule, plan_from_dict, stock_plan
+    from gl_plugins.plan.sources import plan_document, read_plan_json
 
     if plan_path is None:
         return stock_plan(quant, imatrix=True) if quant else None
-    text = Path(plan_path).read_bytes()
-    if plan_path.endswith(".json") or text.lstrip().startswith(b"{"):
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(plan_path, f"is not a JSON plan ({e})") from None
-        # a plan, or the document `gl plan --json` prints (which holds one under "plan")
-        if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
-            doc = doc["plan"]
-        plan = plan_from_dict(doc, where=plan_path)
+    if plan_path.endswith(".json") or read_input(plan_path, "a plan").lstrip().startswith(b"{"):
+        plan = plan_from_dict(plan_document(read_plan_json(plan_path)), where=plan_path)
         if quant:
             plan.base_type = quant
         plan.imatrix = True
@@ -87,31 +77,30 @@ def _plan(quant, plan_path):
 
 
 @imatrix.command("audit")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", "-m", required=True, help="The model to quantize: GGUF, config.json, pkg:NAME or org/name.")
+@click.argument("model", required=False, metavar="MODEL")
+@model_option(help="The model to quantize: a GGUF (its header is enough) or pkg:NAME (also positional).")
+@imatrix_option(help="The importance matrix to audit (GGUF or legacy .dat).")
 @click.option("--quant", "-q", metavar="TYPE", help="The llama-quantize type to be used (IQ2_XXS, Q2_K_S …).")
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False), metavar="MAP",
               help="A --tensor-type-file (with --quant for the base type) or a JSON plan.")
 @click.option("--emit-rules", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write tensor-type rules pinning every uncovered tensor to the cheapest type needing no imatrix.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-@format_option
-def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
-    """Hold imatrix FILE against MODEL and the intended quantization; explain every gap.
+@output_format("text", "json", "sarif")
+def audit(model, model_opt, imatrix, quant, plan_path, emit_rules, fmt):
+    """Hold the imatrix (--imatrix FILE) against MODEL and the intended quantization; explain every gap.
 
     Exit 0 when the quantization can proceed with this imatrix, 1 when llama-quantize
     would refuse or make garbage, 2 on bad input.
     """
-    from gl_plugins.imatrix.coverage import MISMATCH, coverage_of, ranges
+    from gl_plugins import host
     from gl_plugins.errors import GLError
     from gl_plugins.facts import load_facts
-    from gl_plugins.findings import dumps, exit_status, summary
+    from gl_plugins.findings import Finding, by_severity, dumps, exit_status, summary
+    from gl_plugins.imatrix.coverage import MISMATCH, coverage_of, ranges
     from gl_plugins.imatrix.formats import read_imatrix
-    from gl_plugins import host
     from gl_plugins.plan.resolve import resolve
-    from gl_plugins.host import collect
 
-    fmt = chosen_format(fmt, as_json)
+    model, file = _audit_inputs(model, model_opt, imatrix)
     if emit_rules and not (quant or plan_path):
         raise click.UsageError("--emit-rules needs --quant or --plan: the rules depend on the intended types")
     facts = load_facts(model)
@@ -122,19 +111,18 @@ def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
     plan = _plan(quant, plan_path)
     resolution = resolve(plan, facts) if plan else None
     assignments = resolution.assignments if resolution else None
-    cov = coverage_of(imx, facts, assignments)
+    cov = coverage_of(imx, facts, assignments)  # the coverage auditor reuses it: computed once per audit
     findings = []
-    for name, auditor in collect("gl_register_auditors").items():
+    for name, auditor in host.collect("gl_register_auditors").items():
         try:
-            found = host.call(auditor, "audit", imx, facts, assignments)
+            found = host.call(auditor, "audit", imx, facts, assignments, items=Finding)
         except host.PluginFailed as e:
             host.report(e)
             continue
         for f in found:
             f.source = f.source or name
             findings.append(f)
-    order = {"error": 0, "warning": 1, "info": 2}
-    findings.sort(key=lambda f: order[f.severity])
+    findings = by_severity(findings)
     rem = None
     if emit_rules:
         from gl_plugins.imatrix.remedy import remedy, write_rules
@@ -169,6 +157,17 @@ def audit(file, model, quant, plan_path, emit_rules, as_json, fmt):
             click.echo(f"run:      {shlex.join(run)}")
         click.echo(summary(findings))
     click.get_current_context().exit(status)
+
+
+def _audit_inputs(positional, option, imatrix):
+    """(model, imatrix file); the old ``gl imatrix audit FILE --model MODEL`` still works, with a note."""
+    if positional and option and not imatrix:
+        deprecated("`gl imatrix audit FILE --model MODEL`", "`gl imatrix audit MODEL --imatrix FILE`")
+        return option, positional
+    model = pick_model(positional, option)
+    if not imatrix:
+        raise click.UsageError("Missing option '--imatrix FILE': the importance matrix to audit.")
+    return model, imatrix
 
 
 def _finding_dict(f) -> dict:

@@ -1,11 +1,15 @@
+"""``gl inspect MODEL``: what a model is made of."""
+
 import click
+
+from gl_plugins.cli.options import model_input, output_format
 
 
 @click.command("inspect")
-@click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@model_input()
+@output_format()
 @click.option("--tensors", is_flag=True, help="List every tensor in the text output.")
-def inspect_cmd(model, as_json, tensors):
+def inspect_cmd(model, fmt, tensors):
     """Show what MODEL is made of.
 
     MODEL is a GGUF file (or any part of a split set), a config.json or its
@@ -16,7 +20,7 @@ def inspect_cmd(model, as_json, tensors):
     from gl_plugins.model.report import render_text, report
 
     facts = load_facts(model)
-    if as_json:
+    if fmt == "json":
         click.echo(dumps(report(facts)))
         return
     click.echo(render_text(facts))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from gl_plugins.cli.options import config_option, deprecated, model_option, output_format
 from gl_plugins.errors import GLError, InputError
-from gl_plugins.sarif import chosen_format, format_option
 
 
 @click.group()
@@ -17,36 +17,25 @@ def modelfile():
     """Lint and render Ollama Modelfiles."""
 
 
-def _gguf_for(path: str, gguf: str | None):
-    """The GGUF to hold a Modelfile against: --gguf, else its FROM when that names a GGUF file."""
-    from gl_plugins.modelfile import parse as mfmod
-    from gl_plugins.modelfile.lint import chat_info
-
+def _model(model: str | None, gguf: str | None) -> str | None:
+    """--model, or the old --gguf (still accepted, with a note)."""
     if gguf:
-        return chat_info(gguf)
-    try:
-        mf = mfmod.parse_file(path, require_from=False)
-    except InputError:
-        return None
-    if mf.from_:
-        target = mfmod.expand_from(mf.from_, Path(path).parent)
-        if target.is_file():
-            with open(target, "rb") as f:
-                if f.read(4) == b"GGUF":
-                    return chat_info(target)
-    return None
+        if model:
+            raise click.UsageError("give the model once, as --model")
+        deprecated("--gguf", "--model")
+    return model or gguf
 
 
 @modelfile.command("lint")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--gguf", type=click.Path(exists=True, dir_okay=False),
-              help="Hold every Modelfile against this GGUF (default: its FROM, when that is a GGUF file).")
+@model_option(help="Hold every Modelfile against this GGUF or pkg:NAME (default: its FROM, when that is a "
+                   "GGUF file).")
+@click.option("--gguf", type=click.Path(dir_okay=False), hidden=True)
 @click.option("--template", "templates", is_flag=True,
               help="The files are templates (like modelfiles/*.Modelfile): FROM is a placeholder gl replaces.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@format_option
-def lint(files, gguf, templates, strict, as_json, fmt):
+@output_format("text", "json", "sarif")
+def lint(files, model_opt, gguf, templates, strict, fmt):
     """Check Modelfiles the way Ollama reads them; exit 1 when any has an error.
 
     Besides Ollama's grammar and parameter types, a Modelfile is held against
@@ -54,14 +43,16 @@ def lint(files, gguf, templates, strict, as_json, fmt):
     turn markers of the chat template embedded in the GGUF.
     """
     from gl_plugins.findings import dumps, summary
-    from gl_plugins.modelfile.lint import lint_file
+    from gl_plugins.modelfile.lint import chat_info, from_target, lint_file
+    from gl_plugins.toolchain.samples import local_model
 
-    fmt = chosen_format(fmt, as_json)
+    model = _model(model_opt, gguf)
+    given = chat_info(_existing(local_model(model))) if model else None
     findings = []
     for f in files:
         if not os.path.exists(f):
             raise InputError(f, "file not found")
-        findings += lint_file(f, gguf=_gguf_for(f, gguf), check_from=not templates)
+        findings += lint_file(f, gguf=given or from_target(f)[1], check_from=not templates)
     if fmt == "sarif":
         from gl_plugins.sarif import dumps as sarif_dumps
 
@@ -78,20 +69,25 @@ def lint(files, gguf, templates, strict, as_json, fmt):
 
 @modelfile.command("render")
 @click.argument("name", required=False)
-@click.option("--config", "config_path", type=click.Path(), default=None, help="gl.toml (default: ./gl.toml).")
-@click.option("--gguf", type=click.Path(exists=True, dir_okay=False), help="Render for this GGUF instead of a variant.")
+@config_option
+@model_option(help="Render for this GGUF or pkg:NAME instead of a variant.")
+@click.option("--gguf", type=click.Path(dir_okay=False), hidden=True)
 @click.option("--family", help="Template family (default: from the GGUF).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (FROM relative to it).")
-def render(name, config_path, gguf, family, output):
-    """Print the Modelfile gl would publish for NAME:TAG, or a family template filled for --gguf."""
+def render(name, config_path, model_opt, gguf, family, output):
+    """Print the Modelfile gl would publish for NAME:TAG, or a family template filled for --model."""
     from gl_plugins.modelfile import parse as mfmod
-    from gl_plugins.project.config import load_config
     from gl_plugins.modelfile.lint import chat_info
     from gl_plugins.modelfile.templates import compose, detect_family, family_name, relative_from, template
+    from gl_plugins.project.config import load_config
     from gl_plugins.publish.prepare import variant_modelfile
+    from gl_plugins.toolchain.samples import local_model
 
+    gguf = _model(model_opt, gguf)
     if bool(name) == bool(gguf):
-        raise click.UsageError("give either NAME:TAG (a gl.toml variant) or --gguf PATH")
+        raise click.UsageError("give either NAME:TAG (a gl.toml variant) or --model GGUF")
+    if gguf:
+        gguf = _existing(local_model(gguf))
     out_dir = Path(output).absolute().parent if output else Path.cwd()
     if name:
         cfg = load_config(config_path or "gl.toml")
@@ -116,3 +112,9 @@ def render(name, config_path, gguf, family, output):
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _existing(path) -> Path:
+    if not Path(path).is_file():
+        raise InputError(path, "file not found" if not Path(path).exists() else "is not a GGUF file")
+    return Path(path)

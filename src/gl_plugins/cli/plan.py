@@ -4,44 +4,15 @@ from __future__ import annotations
 
 import click
 
-from gl_plugins.sarif import chosen_format, format_option
-from gl_plugins.cli.plugin_options import with_recipe_options
+from gl_plugins.cli.options import (MODEL_HELP, chosen_format, deprecated, model_option, output_format,
+                                    pick_model)
+from gl_plugins.cli.plugin_options import given, with_recipe_options
 
 MIB = 1024 * 1024
+_BARE = "-"  # --imatrix given without a FILE (the old flag)
 
 
-class PlanCommand(click.Command):
-    """``gl plan MODEL --recipe NAME [recipe options]``; ``gl plan lint …`` dispatches to the linter.
-
-    The options of the chosen recipe are added when ``--recipe`` is seen, so
-    ``gl plan --recipe budget --help`` shows budget's options.
-    """
-
-    def parse_args(self, ctx, args):
-        if args[:1] == ["lint"]:
-            ctx.meta["gl.plan.lint"] = lint.make_context("gl plan lint", list(args[1:]), parent=ctx)
-            return []
-        self.params = with_recipe_options(_BASE_PARAMS, args)
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx):
-        sub = ctx.meta.get("gl.plan.lint")
-        if sub is not None:
-            with sub:
-                return lint.invoke(sub)
-        return super().invoke(ctx)
-
-    def format_epilog(self, ctx, formatter):
-        from gl_plugins import host
-
-        rows = [(n, r.description) for n, r in sorted(host.collect("gl_register_recipes").items())]
-        with formatter.section("Recipes (gl plan --recipe NAME --help shows a recipe's options)"):
-            formatter.write_dl(rows)
-        with formatter.section("Lint a hand-written map"):
-            formatter.write_text("gl plan lint MAP --model MODEL [--base-type T] [--target-bpw X] [--json]")
-
-
-def _plan(model, recipe, output, as_json, verify, **options):
+def _plan(model, model_opt, recipe, output, fmt, as_json, verify, **options):
     """Make a llama.cpp tensor-type map for MODEL with a recipe and show what it will do.
 
     Prints each class of tensors with its types, count and size, the totals
@@ -53,19 +24,20 @@ def _plan(model, recipe, output, as_json, verify, **options):
     from gl_plugins.errors import GLError
     from gl_plugins.facts import load_facts
     from gl_plugins.findings import dumps
+    from gl_plugins.plan import sources
     from gl_plugins.plan.resolve import command, plan_to_dict, resolve
     from gl_plugins.plan.tensor_map import render, write_map
 
-    recipes = host.collect("gl_register_recipes")
+    model = pick_model(model, model_opt)
+    as_json = chosen_format(fmt, as_json) == "json"
     if not recipe:
+        recipes = host.collect("gl_register_recipes")
         raise click.UsageError("choose a recipe with --recipe NAME (one of: " + ", ".join(sorted(recipes)) + ")")
-    if recipe not in recipes:
-        raise GLError(f"unknown recipe {recipe!r}; installed recipes: {', '.join(sorted(recipes))}")
+    sources.recipe(recipe)  # an unknown recipe is said before the model is read
     facts = load_facts(model)
     if not facts.tensors:
         raise GLError(f"{model}: gl needs the tensor list to plan; give a GGUF file, not {facts.kind} facts")
-    r = recipes[recipe]
-    plan = host.call(r, "plan", facts, **{k: v for k, v in options.items() if v is not None and v != ()})
+    plan = sources.plan_from_recipe(facts, recipe, given(options))
     res = resolve(plan, facts)
     if output:
         write_map(output, plan.rules)
@@ -157,22 +129,71 @@ def _print_plan(facts, recipe, plan, res, output, cmd) -> None:
     echo("llama-quantize " + " ".join(shlex.quote(a) for a in cmd))
 
 
-_BASE_PARAMS = [
-    click.Argument(["model"]),
+_MAKE_PARAMS = [
+    click.Argument(["model"], required=False, metavar="MODEL"),
+    click.Option(["--model", "-m", "model_opt"], metavar="MODEL", help=MODEL_HELP),
     click.Option(["--recipe"], metavar="NAME", help="Recipe (tensor-map generator) to use."),
     click.Option(["-o", "--output"], type=click.Path(dir_okay=False), help="Write the tensor-type file here."),
-    click.Option(["--json", "as_json"], is_flag=True, help="Print a JSON document."),
+    click.Option(["--format", "fmt"], type=click.Choice(["text", "json"]), default=None,
+                 help="Output: text (default), json (same as --json)."),
+    click.Option(["--json", "as_json"], is_flag=True, help="Same as --format json."),
     click.Option(["--verify"], is_flag=True, help="Also run llama-quantize --dry-run on MODEL (a GGUF) and "
                                                   "check that it agrees tensor by tensor; exit 1 if not."),
 ]
 
-plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan.__doc__,
-                   short_help="Make or lint a llama.cpp tensor-type map.")
+
+class PlanGroup(click.Group):
+    """``gl plan MODEL --recipe NAME [recipe options]`` makes a map; ``gl plan lint`` is a subcommand.
+
+    Without a subcommand name first, the group itself is the recipe command, and the options of
+    the chosen recipe are added when ``--recipe`` is seen, so ``gl plan --recipe budget --help``
+    shows budget's options.
+    """
+
+    def parse_args(self, ctx, args):
+        if args and args[0] in self.commands:
+            self.params = []
+            return super().parse_args(ctx, args)
+        ctx.meta["gl.plan.make"] = True
+        ctx.allow_interspersed_args, ctx.allow_extra_args = True, False  # parsed as a plain command
+        self.params = with_recipe_options(_MAKE_PARAMS, args)
+        return click.Command.parse_args(self, ctx, args)
+
+    def invoke(self, ctx):
+        if ctx.meta.get("gl.plan.make"):
+            return click.Command.invoke(self, ctx)
+        return super().invoke(ctx)
+
+    def collect_usage_pieces(self, ctx):
+        return click.Command.collect_usage_pieces(self, ctx)
+
+    def format_usage(self, ctx, formatter):
+        super().format_usage(ctx, formatter)
+        formatter.write_usage(f"{ctx.command_path} lint", "[OPTIONS] MODEL --map MAP", prefix=" " * 7)
+
+    def format_epilog(self, ctx, formatter):
+        from gl_plugins import host
+
+        recipes = host.collect("gl_register_recipes")
+        rows = [(n, host.description(r)) for n, r in sorted(recipes.items())]
+        with formatter.section("Recipes (gl plan --recipe NAME --help shows a recipe's options)"):
+            formatter.write_dl(rows)
 
 
-@click.command("lint")
-@click.argument("map_path", required=False, metavar="MAP")
-@click.option("--model", "-m", required=True, help="The model the map is for (GGUF).")
+def _make(**params):
+    """The group's own work: making a map (nothing when a subcommand runs, which leaves no params)."""
+    return _plan(**params) if params else None
+
+
+plan = PlanGroup("plan", callback=_make, params=list(_MAKE_PARAMS), help=_plan.__doc__, invoke_without_command=True,
+                 short_help="Make or lint a llama.cpp tensor-type map.")
+
+
+@plan.command("lint")
+@click.argument("model", required=False, metavar="MODEL")
+@model_option(help="The model the map is for: a GGUF, or pkg:NAME (also positional).")
+@click.option("--map", "map_path", type=click.Path(dir_okay=False), metavar="MAP",
+              help="The hand-written --tensor-type-file to check.")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
               help="A rule as given to llama-quantize --tensor-type (repeatable; read before MAP).")
 @click.option("--base-type", metavar="TYPE", help="The file type given to llama-quantize (default: assumed "
@@ -180,11 +201,11 @@ plan = PlanCommand("plan", callback=_plan, params=list(_BASE_PARAMS), help=_plan
 @click.option("--target-bpw", type=float, help="The bits per weight the map is meant to give.")
 @click.option("--token-embedding-type", metavar="TYPE", help="As given to llama-quantize.")
 @click.option("--output-tensor-type", metavar="TYPE", help="As given to llama-quantize.")
-@click.option("--imatrix", "with_imatrix", is_flag=True, help="llama-quantize will get --imatrix.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
-@format_option
-def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_type, output_tensor_type,
-         with_imatrix, as_json, fmt):
+@click.option("--imatrix", is_flag=False, flag_value=_BARE, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The importance matrix llama-quantize will get.")
+@output_format("text", "json", "sarif")
+def lint(model, model_opt, map_path, tensor_types, base_type, target_bpw, token_embedding_type, output_tensor_type,
+         imatrix, fmt):
     """Check a hand-written tensor-type MAP against MODEL: what llama-quantize will really do with it.
 
     Reports every token llama-quantize would reject (with its line), patterns that
@@ -201,7 +222,9 @@ def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_t
     from gl_plugins.findings import dumps, summary
     from gl_plugins.plan.lint import lint_file
 
-    fmt = chosen_format(fmt, as_json)
+    model, map_path = _lint_inputs(model, model_opt, map_path)
+    if imatrix == _BARE:
+        deprecated("--imatrix without a FILE", "--imatrix FILE (the importance matrix llama-quantize will get)")
     if not map_path and not tensor_types:
         raise click.UsageError("give a MAP file or at least one --tensor-type PATTERN=TYPE")
     facts = load_facts(model)
@@ -209,7 +232,7 @@ def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_t
         raise GLError(f"{model}: linting needs the model's tensor list; give a GGUF file")
     report = lint_file(map_path, facts, option_rules=list(tensor_types), base_type=base_type,
                        target_bpw=target_bpw, token_embedding_type=token_embedding_type,
-                       output_tensor_type=output_tensor_type, imatrix=with_imatrix)
+                       output_tensor_type=output_tensor_type, imatrix=bool(imatrix))
     ctx = click.get_current_context()
     if fmt == "sarif":
         from gl_plugins.sarif import dumps as sarif_dumps
@@ -227,3 +250,11 @@ def lint(map_path, model, tensor_types, base_type, target_bpw, token_embedding_t
                f"({res.bytes / MIB:.2f} MiB, {len(res.fallbacks())} tensor(s) falling back)")
     click.echo(summary(report.findings))
     ctx.exit(report.exit_status)
+
+
+def _lint_inputs(positional, option, map_path):
+    """(model, map); the old ``gl plan lint MAP --model MODEL`` still works, with a note."""
+    if positional and option and not map_path:
+        deprecated("`gl plan lint MAP --model MODEL`", "`gl plan lint MODEL --map MAP`")
+        return option, positional
+    return pick_model(positional, option), map_path

@@ -1,5 +1,7 @@
 import click
 
+from gl_plugins.cli.options import model_input, output_format
+
 
 def _quants(values) -> list[str]:
     from gl_plugins.ggml_types import get_ftype
@@ -12,30 +14,31 @@ def _quants(values) -> list[str]:
     return out
 
 
-def _band(ctx, param, value):
-    if value is None:
-        return None
-    from gl_plugins.predict.ffn_ratio import parse_band
+class PredictCommand(click.Command):
+    """``gl predict`` with the options the loaded predictors declare (``--band`` of ffn-ratio …)."""
 
-    try:
-        return parse_band(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    def parse_args(self, ctx, args):
+        from gl_plugins import host
+        from gl_plugins.cli.plugin_options import with_options_of
+
+        if not hasattr(self, "_own_params"):
+            self._own_params = list(self.params)
+        self.params, ctx.meta["gl.predict.owners"] = with_options_of(
+            self._own_params, host.collect("gl_register_predictors").values(), skip_failing=True)
+        return super().parse_args(ctx, args)
 
 
-@click.command("predict")
-@click.argument("model", required=False)
+@click.command("predict", cls=PredictCommand)
+@model_input(required=False)
 @click.option("--quant", "-q", "quant_names", multiple=True, metavar="TYPE",
               help="A llama-quantize type (Q2_K, IQ2_M, Q3_K_S …), case-insensitive. Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@output_format()
 @click.option("--explain", is_flag=True, help="Also show each predictor's description and the figures behind it.")
 @click.option("--fail-on", type=click.Choice(["fails", "risky"]),
               help="Exit 1 when a combined verdict is this bad (risky also catches fails).")
 @click.option("--evidence", "evidence_source", metavar="FILE|builtin",
               help="Score every predictor on recorded outcomes (JSON Lines); 'builtin' = gl's lab observations.")
-@click.option("--band", callback=_band, metavar="LOW-HIGH",
-              help="Danger band of the ffn-ratio predictor (default 3.0-5.5).")
-def predict(model, quant_names, as_json, explain, fail_on, evidence_source, band):
+def predict(model, quant_names, fmt, explain, fail_on, evidence_source, **predictor_options):
     """Predict whether MODEL survives each --quant type, predictor by predictor.
 
     MODEL is a GGUF, a config.json (or its folder), a Hugging Face repo id
@@ -47,6 +50,7 @@ def predict(model, quant_names, as_json, explain, fail_on, evidence_source, band
     2 for bad input.
     """
     from gl_plugins import host
+    from gl_plugins.cli.plugin_options import given
     from gl_plugins.findings import dumps
 
     if not model and not evidence_source:
@@ -57,14 +61,14 @@ def predict(model, quant_names, as_json, explain, fail_on, evidence_source, band
         raise click.UsageError("--quant needs a MODEL")
     quants = _quants(quant_names)
 
+    as_json = fmt == "json"
     predictors = host.collect("gl_register_predictors")
     failed = [str(p) for p in host.problems if p.hook in (None, "gl_register_predictors")]
-    if band is not None:
-        target = predictors.get("ffn-ratio")
-        if target is None or not hasattr(target, "band"):
-            raise click.UsageError("--band: no loaded ffn-ratio predictor takes a band")
-        target.band = band
-    chosen = list(predictors.values())
+    owners = click.get_current_context().meta.get("gl.predict.owners", {})
+    bound: dict[str, dict] = {}
+    for param, value in given(predictor_options).items():
+        bound.setdefault(owners[param], {})[param] = value
+    chosen = [p.with_options(**bound.get(n, {})) for n, p in predictors.items()]
 
     doc: dict = {}
     if model:
@@ -79,7 +83,7 @@ def predict(model, quant_names, as_json, explain, fail_on, evidence_source, band
         if as_json:
             doc["predictions"] = _json_predictions(predictions, failures, explain)
         else:
-            descriptions = {n: getattr(p, "description", "") for n, p in predictors.items()}
+            descriptions = {n: host.description(p) for n, p in predictors.items()}
             click.echo(_render_predictions(facts, quants, predictions, failures, explain, descriptions))
     if evidence_source:
         from gl_plugins.predict.evidence import read_evidence, score

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from gl_plugins.cli.options import config_option, deprecated, output_format
 from gl_plugins.errors import GLError
 
 
@@ -25,12 +26,12 @@ def _refuse_config_problems(cfg, variant) -> None:
     problems = cfg.problems_for(variant)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise GLError(f"{cfg.path}: {problems[0].message}{more}; run gl check {cfg.path}")
+        raise GLError(f"{cfg.path}: {problems[0].message}{more}; run gl check --config {cfg.path}")
 
 
 @click.command()
 @click.argument("name")
-@click.option("--config", "config_path", type=click.Path(), default=None, help="gl.toml (default: ./gl.toml).")
+@config_option
 @click.option("--to", "to", default=None,
               help="ollama, bundle:DIR or another publisher (default: publish.to in gl.toml, else auto: "
                    "Ollama when a server answers, else a bundle).")
@@ -38,19 +39,23 @@ def _refuse_config_problems(cfg, variant) -> None:
 @click.option("--push", is_flag=True, help="Also copy to publish.namespace/MODEL:TAG and push it.")
 @click.option("--dry-run", is_flag=True, help="Print the Modelfile and the exact requests; change nothing.")
 @click.option("--force", is_flag=True, help="Publish even when validation or the Modelfile lint reports errors.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-def publish(name, config_path, to, host, push, dry_run, force, as_json):
+@output_format()
+def publish(name, config_path, to, host, push, dry_run, force, fmt):
     """Publish the gl.toml variant NAME:TAG as an Ollama model (or an offline bundle).
 
     Builds the variant when its GGUF is missing and gl.toml says how, refuses a
     variant whose validation reports errors (unless --force), renders and lints
     its Modelfile, then publishes it and says which publisher ran and why.
     """
+    from gl_plugins.findings import dumps
+    from gl_plugins.host import call
     from gl_plugins.modelfile import parse as mfmod
     from gl_plugins.project.config import load_config
-    from gl_plugins.findings import dumps
     from gl_plugins.publish.preflight import ensure_built, validate
-    from gl_plugins.publish.prepare import build_request, choose, options_from, redact, refuse_if_errors
+    from gl_plugins.publish.prepare import (PublishResult, build_request, choose, options_from, redact,
+                                            refuse_if_errors)
+
+    as_json = fmt == "json"
 
     cfg = load_config(_config_path(config_path))
     variant = cfg.variant(name)
@@ -84,9 +89,7 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
     refuse_if_errors(lint, f"the Modelfile of {variant.name}", force)
 
     echo(f"publisher: {publisher.name} ({reason})")
-    from gl_plugins import host
-
-    result = host.call(publisher, "publish", req)
+    result = call(publisher, "publish", req, returns=PublishResult)
 
     if as_json:
         out = {"variant": variant.name, "gguf": os.fspath(variant.gguf), "sha256": req.digest,
@@ -114,18 +117,29 @@ def publish(name, config_path, to, host, push, dry_run, force, as_json):
 
 
 @click.command()
-@click.argument("config_path", required=False, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
-def check(config_path, as_json):
-    """Check gl.toml: every key, path, file and Modelfile; exit 1 listing every problem."""
-    from gl_plugins.project.config import check_recipes, load_config
+@click.argument("old_config_path", required=False, type=click.Path(), metavar="[GL_TOML (deprecated: use --config)]")
+@config_option
+@output_format("text", "json", "sarif")
+def check(old_config_path, config_path, fmt):
+    """Check gl.toml (--config FILE, default ./gl.toml): every key, path, file and Modelfile; exit 1
+    listing every problem."""
     from gl_plugins.findings import dumps
+    from gl_plugins.project.config import check_recipes, load_config
     from gl_plugins.publish.preflight import lint_declared
 
+    if old_config_path:
+        if config_path:
+            raise click.UsageError("give gl.toml once, as --config FILE")
+        deprecated("`gl check GL_TOML`", "`gl check --config GL_TOML`")
+        config_path = old_config_path
     cfg = load_config(_config_path(config_path))
     check_recipes(cfg)
     problems = list(cfg.problems) + lint_declared(cfg)
-    if as_json:
+    if fmt == "sarif":
+        from gl_plugins.sarif import dumps as sarif_dumps
+
+        click.echo(sarif_dumps(problems, command="gl check", artifact=cfg.path))
+    elif fmt == "json":
         click.echo(dumps({"config": os.fspath(cfg.path), "variants": sorted(cfg.variants),
                           "problems": [p.to_dict() for p in problems]}))
     else:

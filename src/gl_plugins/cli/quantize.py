@@ -4,34 +4,25 @@ from __future__ import annotations
 
 import click
 
-from gl_plugins.cli.plugin_options import with_recipe_options
-
-
-class RecipeOptionsCommand(click.Command):
-    """A command that takes the options of the recipe named by ``--recipe`` (shown by ``--help``)."""
-
-    def parse_args(self, ctx, args):
-        if not hasattr(self, "_own_params"):
-            self._own_params = list(self.params)
-        self.params = with_recipe_options(self._own_params, args)
-        return super().parse_args(ctx, args)
+from gl_plugins.cli.options import MODEL_HELP, imatrix_option, model_option, output_format, pick_model
+from gl_plugins.cli.plugin_options import RecipeOptionsCommand, given
 
 
 @click.command(cls=RecipeOptionsCommand)
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, metavar="MODEL OUT")
+@model_option(help=MODEL_HELP.replace("(also positional)", "(also the first positional)"))
 @click.option("--recipe", metavar="NAME", help="Make the plan with this recipe (its options follow; "
                                                  "`gl quantize --recipe NAME --help` lists them).")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="A hand-written --tensor-type-file (with --base-type).")
 @click.option("--base-type", metavar="T", help="llama-quantize file type: for tensors the map does not name, "
                                                 "or alone for a stock quantization.")
-@click.option("--imatrix", type=click.Path(dir_okay=False), metavar="FILE", help="Importance matrix to use.")
-@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="llama-quantize threads.")
+@imatrix_option()
+@click.option("--threads", type=click.IntRange(1, 64), default=None,
+              help="llama-quantize threads (default: 2, or $GL_THREADS).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the provenance record as JSON.")
-def quantize(model, out, recipe, map_path, base_type, imatrix, threads, force, as_json, **recipe_options):
+@output_format()
+def quantize(paths, model_opt, recipe, map_path, base_type, imatrix, threads, force, fmt, **recipe_options):
     """Quantize MODEL (a GGUF) to OUT with an explicit plan, and record what was intended.
 
     The plan is resolved first (every tensor's type, the size and bits per
@@ -41,33 +32,43 @@ def quantize(model, out, recipe, map_path, base_type, imatrix, threads, force, a
     the plan, the exact command, the llama.cpp version and the prediction.
     `gl validate OUT` then checks the file against that plan.
     """
-    from gl_plugins.toolchain.samples import local_model
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.findings import dumps
-    from gl_plugins.plan.resolve import stock_plan
-    from gl_plugins.quantize.run import plan_from_map, plan_from_recipe, quantize as run
+    from gl_plugins.plan.sources import plan_for
+    from gl_plugins.quantize.run import quantize as run
+    from gl_plugins.toolchain.samples import local_model
 
-    given = [n for n, v in (("--recipe", recipe), ("--map", map_path)) if v]
-    if len(given) > 1:
+    model, out = _model_and_out(paths, model_opt)
+    given_options = given(recipe_options)
+    if recipe and map_path:
         raise click.UsageError("give either --recipe (with its options) or --map (with --base-type), not both")
-    if recipe_options and not recipe:
+    if given_options and not recipe:
         raise click.UsageError("recipe options need --recipe NAME")
-    if recipe:
-        if base_type:
-            raise click.UsageError("--base-type goes with --map or alone; a recipe chooses its own base type")
-        plan = plan_from_recipe(facts_from_gguf(local_model(model)), recipe, {k: v for k, v in recipe_options.items() if v is not None and v != ()}, imatrix)
-    elif map_path:
-        if not base_type:
-            raise click.UsageError("--map needs --base-type T: the llama-quantize type for tensors the map "
-                                   "does not name")
-        plan = plan_from_map(map_path, base_type)
-    elif base_type:
-        plan = stock_plan(base_type, imatrix=bool(imatrix))
-    else:
+    if recipe and base_type:
+        raise click.UsageError("--base-type goes with --map or alone; a recipe chooses its own base type")
+    if map_path and not base_type:
+        raise click.UsageError("--map needs --base-type T: the llama-quantize type for tensors the map "
+                               "does not name")
+    if not (recipe or map_path or base_type):
         raise click.UsageError("say how to quantize: --recipe NAME, --map FILE --base-type T, or --base-type T")
+    facts = facts_from_gguf(local_model(model)) if recipe else None
+    plan = plan_for(facts, recipe=recipe, options=given_options, map_path=map_path, base_type=base_type,
+                    imatrix=imatrix)
+    as_json = fmt == "json"
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     result = run(model, out, plan, imatrix=imatrix, threads=threads, force=force, echo=echo)
     if as_json:
         click.echo(dumps({k: v for k, v in result.record.items() if k != "assignments"}))
     else:
         click.echo(f"next: gl validate {out}")
+
+
+def _model_and_out(paths, model_opt) -> tuple[str, str]:
+    """MODEL OUT, or OUT with --model MODEL."""
+    if model_opt:
+        if len(paths) != 1:
+            raise click.UsageError("with --model MODEL give one positional argument: OUT")
+        return model_opt, paths[0]
+    if len(paths) != 2:
+        raise click.UsageError("give MODEL and OUT (or --model MODEL and OUT)")
+    return pick_model(paths[0], None), paths[1]

@@ -1,5 +1,7 @@
 import click
 
+from gl_plugins.cli.options import model_input
+
 
 @click.group("toolchain")
 def toolchain():
@@ -35,10 +37,10 @@ def where_cmd():
 
 
 @click.command("doctor")
-@click.option("--model", help="GGUF to run (default: the real Gemma 3 270M, provisioned on demand).")
+@model_input(required=False, help="GGUF or pkg:NAME to run (default: the real Gemma 3 270M, provisioned on "
+                                  "demand; also positional).")
 def doctor(model):
-    """Show the tools found, their version, and whether a quantized model really runs."""
-    import os
+    """Show the tools found, their version, and whether a quantized model (MODEL) really runs."""
     import time
 
     from gl_plugins.toolchain import llamacpp
@@ -55,18 +57,17 @@ def doctor(model):
     click.echo(f"{'llama.cpp version':<18} {llamacpp.tool_version(llamacpp.find_tool('llama-completion'))}")
     click.echo(f"{'build':<18} llama-cpp-python {llamacpp.LLAMA_CPP_PYTHON_VERSION} sources; "
                f"cache {llamacpp.install_dir()}")
-    if model is None:
-        from gl_plugins.toolchain.samples import provision
-
-        model = provision("gemma3-270m")
     from gl_plugins.facts import load_facts
+    from gl_plugins.toolchain.samples import local_model, provision
+
+    model = local_model(model) if model else provision("gemma3-270m")
 
     facts = load_facts(model)
     click.echo(f"{'test model':<18} {model} ({facts.architecture}, {facts.file_type})")
     t0 = time.monotonic()
     r = llamacpp.run_tool("llama-completion", [
         "-m", model, "-p", "The capital of France is", "-n", "16", "--temp", "0", "-no-cnv",
-        "-t", str(min(os.cpu_count() or 2, 4)), "--no-warmup", "-c", "256"], timeout=300, check=False)
+        "-t", str(llamacpp.default_threads()), "--no-warmup", "-c", "256"], timeout=300, check=False)
     dt = time.monotonic() - t0
     text = r.stdout.strip()
     if r.returncode != 0 or not text:

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from gl_plugins.sarif import chosen_format, format_option
+from gl_plugins.cli.options import imatrix_option, model_input, output_format
 
 
 def _settings(values, target_bpw=None) -> dict:
@@ -78,10 +78,13 @@ def _epilog() -> str:
             "docs/validate.md. Exit status: 0 passed (warnings allowed), 1 an error finding, 2 bad input.")
 
 
+BASE_HELP = ("The model QUANT was made from: a GGUF or pkg:NAME (default: the source recorded in "
+             "QUANT.gl.json).")
+
+
 @click.command(epilog=_epilog())
-@click.argument("quant", type=click.Path(dir_okay=False))
-@click.option("--base", type=click.Path(dir_okay=False), metavar="BASE",
-              help="The model QUANT was made from (default: the source in QUANT.gl.json).")
+@model_input(metavar="QUANT", help="The quantized GGUF to check (also positional).")
+@click.option("--base", metavar="MODEL", help=BASE_HELP)
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), metavar="MAP",
               help="The plan to hold QUANT against: a tensor-type map, a plan JSON or a .gl.json "
                    "(default: QUANT.gl.json).")
@@ -89,10 +92,8 @@ def _epilog() -> str:
                                                             "comma-separated).")
 @click.option("--set", "settings", multiple=True, metavar="NAME.KEY=VALUE", help="Override a validator setting.")
 @click.option("--target-bpw", type=float, help="Bits per weight the file should not exceed (bpw.target).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: passed, findings, bpw, perplexity, "
-                                                      "base_perplexity, figures.")
-@format_option
-def validate(quant, base, plan_path, only, settings, target_bpw, as_json, fmt):
+@output_format("text", "json", "sarif")
+def validate(model, base, plan_path, only, settings, target_bpw, fmt):
     """Check a quantized GGUF before publishing it.
 
     Every validator reports findings: the file is complete and matches the
@@ -103,7 +104,7 @@ def validate(quant, base, plan_path, only, settings, target_bpw, as_json, fmt):
     from gl_plugins.findings import dumps
     from gl_plugins.validate.run import validate_file
 
-    fmt = chosen_format(fmt, as_json)
+    quant = model
     report = validate_file(quant, base=base, plan=plan_path, only=only,
                            options=_settings(settings, target_bpw), echo=_progress())
     if fmt == "sarif":
@@ -136,18 +137,18 @@ def observation(model_path, facts, quant: str, report, note: str = "") -> dict:
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_input(help="The model to quantize: a GGUF or pkg:NAME (also positional).")
 @click.option("-q", "--quant", "quant", required=True, metavar="TYPE",
               help="llama-quantize type to try (Q2_K, Q3_K_S, IQ2_M …), a stock quantization.")
-@click.option("--imatrix", type=click.Path(dir_okay=False), metavar="FILE", help="Importance matrix to use.")
+@imatrix_option()
 @click.option("--evidence", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append the outcome to this evidence file (JSON Lines, read by gl predict --evidence).")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Keep the quantized file here (default: a temporary file, removed afterwards).")
 @click.option("--note", default="", help="Note for the evidence line (default: the failing findings).")
 @click.option("--set", "settings", multiple=True, metavar="NAME.KEY=VALUE", help="Override a validator setting.")
-@click.option("--json", "as_json", is_flag=True, help="Print the observation and the report as JSON.")
-def experiment(model, quant, imatrix, evidence, out, note, settings, as_json):
+@output_format()
+def experiment(model, quant, imatrix, evidence, out, note, settings, fmt):
     """Quantize MODEL with a stock --quant type, validate it against MODEL, record the outcome.
 
     The outcome is "works" when every validator passed and "fails" otherwise,
@@ -169,6 +170,7 @@ def experiment(model, quant, imatrix, evidence, out, note, settings, as_json):
     from gl_plugins.validate.run import validate_file
 
     quant = get_ftype(quant)
+    as_json = fmt == "json"
     from gl_plugins.toolchain.samples import local_model
 
     model_path = local_model(model).resolve()

@@ -1,23 +1,21 @@
 """The plugin manager: built-ins and third-party plugins through one pluggy manager.
 
 Plugins are loaded on first use, never at import time, so ``gl --help`` stays
-fast. A third-party plugin that fails to import, or that implements a hook gl
-does not define, is reported on stderr and left out; the CLI keeps working.
-A plugin that raises inside a registry hook is reported with its name and
-the hook, and the other plugins' registrations still count. A registered
-object that raises while doing its work (a predictor's ``predict``, a
-recipe's ``plan``, an auditor's ``audit``, a validator's ``validate``, a
-publisher's ``publish``) is called through :func:`call`, which names the
-plugin and the work; commands :func:`report` it, go on with the other
-plugins, and let :func:`exit_status` say the run is incomplete.
+fast. gl's own plugins are the feature modules in :data:`DEFAULT_PLUGINS`;
+third-party ones come from the entry-point group ``gl``, restricted by
+``GL_PLUGINS=a,b`` (entry-point or distribution names, ``_`` and ``-`` alike;
+empty: built-ins only). A plugin that fails to import, or that implements a
+hook gl does not define, is reported on stderr and left out; the CLI keeps
+working. Every problem is kept in :data:`problems`, so ``gl plugins`` and the
+commands' exit status can tell the truth about an incomplete set.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module, metadata
 
 import pluggy
@@ -48,19 +46,22 @@ DEFAULT_PLUGINS = (
 @dataclass
 class PluginProblem:
     plugin: str
-    distribution: str | None
-    hook: str | None
+    distribution: str | None  # "name version", when the plugin came from one
+    hook: str | None  # the hook it happened in; None: while loading
     error: str
     work: str | None = None  # e.g. "auditor 'x'.audit" when it failed doing its work, not registering
+    refused: bool = False  # gl refused what it registered; ``error`` says what was wrong with it
 
     def __str__(self) -> str:
-        dist = f" (distribution {self.distribution})" if self.distribution else ""
+        who = f"plugin {self.plugin!r}" + (f" (distribution {self.distribution})" if self.distribution else "")
+        if self.refused:
+            return f"{who} {self.error}"
         where = f" in {self.work}" if self.work else f" in hook {self.hook}" if self.hook else " while loading"
-        return f"plugin {self.plugin!r}{dist} failed{where}: {self.error}"
+        return f"{who} failed{where}: {self.error}"
 
 
 class PluginFailed(GLError):
-    """A plugin raised inside its work; the run goes on without its result but is incomplete (exit 1)."""
+    """A plugin misbehaved in its work; the run goes on without its result but is incomplete (exit 1)."""
 
     exit_code = 1
 
@@ -69,61 +70,105 @@ class PluginFailed(GLError):
         super().__init__(str(problem))
 
 
-# the work each registry hook's objects do: method -> (what the object is, the hook that registers it)
-WORK = {"predict": ("predictor", "gl_register_predictors"), "plan": ("recipe", "gl_register_recipes"),
-        "audit": ("auditor", "gl_register_auditors"), "validate": ("validator", "gl_register_validators"),
-        "publish": ("publisher", "gl_register_publishers")}
+class Manager(pluggy.PluginManager):
+    """pluggy's manager, forgetting what the registry hooks registered when the set of plugins changes."""
+
+    def register(self, plugin, name=None):
+        _state.registries.clear()
+        _state.commands = None
+        return super().register(plugin, name)
+
+    def unregister(self, plugin=None, name=None):
+        _state.registries.clear()
+        _state.commands = None
+        return super().unregister(plugin, name)
 
 
-_pm: pluggy.PluginManager | None = None
+@dataclass
+class _State:
+    pm: Manager | None = None
+    dists: dict = field(default_factory=dict)  # plugin name -> "distribution version"
+    registries: dict = field(default_factory=dict)  # registry hook -> what registry.collect found
+    commands: dict | None = None  # command name -> (click command, plugin name)
+    in_process: list = field(default_factory=list)  # (name, plugin) registered by this process
+
+
+_state = _State()
 problems: list[PluginProblem] = []
-_dists: dict[str, str] = {}  # plugin name -> "dist version"
 
 
-def _report(problem: PluginProblem) -> None:
+def normalise(name: str) -> str:
+    """Plugin and distribution names compare as packaging does: case, ``-``, ``_`` and ``.`` alike."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def warn(problem: PluginProblem) -> None:
+    """Record a problem and say it on stderr (redacted: a plugin may quote a secret)."""
     from gl_plugins.redaction import redact
 
     problems.append(problem)
     print(redact(f"gl: warning: {problem}"), file=sys.stderr)
 
 
+def distribution(plugin: str) -> str | None:
+    """"name version" of the distribution a plugin came from (None for built-ins and in-process plugins)."""
+    return _state.dists.get(plugin)
+
+
 def _allowed() -> set[str] | None:
     raw = os.environ.get("GL_PLUGINS")
     if raw is None:
         return None
-    return {p.strip() for p in raw.split(",") if p.strip()}
+    return {normalise(p.strip()) for p in raw.split(",") if p.strip()}
 
 
-def get_manager() -> pluggy.PluginManager:
-    global _pm
-    if _pm is not None:
-        return _pm
-    pm = pluggy.PluginManager("gl")
-    pm.add_hookspecs(hookspecs)
-    for mod in DEFAULT_PLUGINS:
-        pm.register(import_module(mod), name=mod)
+def _dist_label(ep) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist else None
+
+
+def _load_entry_points(pm: Manager) -> None:
     allowed = _allowed()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        dist_name = f"{dist.name} {dist.version}" if dist else None
-        if allowed is not None and ep.name not in allowed and (not dist or dist.name not in allowed):
+    eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    if allowed:
+        known = {normalise(ep.name) for ep in eps} | {normalise(ep.dist.name) for ep in eps if ep.dist}
+        for name in sorted(allowed - known):
+            installed = ", ".join(sorted({ep.name for ep in eps})) or "none"
+            print(f"gl: warning: GL_PLUGINS names {name!r}, which no installed plugin is called "
+                  f"(installed: {installed})", file=sys.stderr)
+    for ep in eps:
+        dist_name = _dist_label(ep)
+        if allowed is not None and normalise(ep.name) not in allowed and (
+                not ep.dist or normalise(ep.dist.name) not in allowed):
             continue
         if pm.has_plugin(ep.name):
             continue
         try:
             plugin = ep.load()
+            pm.register(plugin, name=ep.name)
         except BaseException as e:  # a broken plugin must not take the CLI down
             if isinstance(e, KeyboardInterrupt):
                 raise
-            _report(PluginProblem(ep.name, dist_name, None, f"{type(e).__name__}: {e}"))
-            continue
-        try:
-            pm.register(plugin, name=ep.name)
-        except Exception as e:
-            _report(PluginProblem(ep.name, dist_name, None, f"{type(e).__name__}: {e}"))
+            warn(PluginProblem(ep.name, dist_name, None, f"{type(e).__name__}: {e}"))
             continue
         if dist_name:
-            _dists[ep.name] = dist_name
+            _state.dists[ep.name] = dist_name
+
+
+def get_manager() -> Manager:
+    """The plugin manager, with the built-ins and the allowed third-party plugins loaded."""
+    if _state.pm is not None:
+        return _state.pm
+    pm = Manager("gl")
+    pm.add_hookspecs(hookspecs)
+    for mod in DEFAULT_PLUGINS:
+        pm.register(import_module(mod), name=mod)
+    for name, plugin in _state.in_process:
+        try:
+            pm.register(plugin, name=name)
+        except Exception as e:  # noqa: BLE001 - e.g. a hook implementation with unknown arguments
+            warn(PluginProblem(name, None, None, f"{type(e).__name__}: {e}"))
+    _load_entry_points(pm)
     while True:  # a misspelt hook is an error: drop that plugin and say so
         try:
             pm.check_pending()
@@ -131,85 +176,35 @@ def get_manager() -> pluggy.PluginManager:
         except pluggy.PluginValidationError as e:
             name = pm.get_name(e.plugin) or str(e.plugin)
             pm.unregister(e.plugin)
-            _report(PluginProblem(name, _dists.pop(name, None), None, f"implements an unknown hook: {e}"))
-    _pm = pm
+            warn(PluginProblem(name, _state.dists.pop(name, None), None, f"implements an unknown hook: {e}"))
+    _state.pm = pm
     return pm
 
 
+def register(plugin, name: str) -> None:
+    """Add a plugin from this process (a program embedding gl, or a test): it joins the set the next
+    time plugins load, after the built-ins and before the entry points, checked like any other."""
+    _state.in_process.append((name, plugin))
+    _state.pm = None
+    _state.registries.clear()
+    _state.commands = None
+
+
 def reset() -> None:
-    """Forget the loaded plugins (tests use this after changing GL_PLUGINS)."""
-    global _pm
-    _pm = None
+    """Forget the loaded plugins, those registered in process, and their problems."""
+    _state.pm = None
+    _state.in_process.clear()
+    _state.dists.clear()
+    _state.registries.clear()
+    _state.commands = None
     problems.clear()
-    _dists.clear()
 
 
-def collect(hook_name: str) -> dict:
-    """Call a registry hook on every plugin, isolating failures; returns name -> object."""
-    pm = get_manager()
-    caller = getattr(pm.hook, hook_name)
-    found: dict = {}
-    for impl in reversed(caller.get_hookimpls()):
-        def register(obj, _plugin=impl.plugin_name):
-            name = getattr(obj, "name", None)
-            if not name:
-                raise TypeError(f"{hook_name}: registered object {obj!r} has no name")
-            if name not in found:
-                obj.plugin = _plugin
-                found[name] = obj
-        try:
-            impl.function(register=register)
-        except Exception as e:
-            _report(PluginProblem(impl.plugin_name, _dists.get(impl.plugin_name), hook_name,
-                                  f"{type(e).__name__}: {e}"))
-    return found
-
-
-def plugin_list() -> list[dict]:
-    """Name, version and hooks of every loaded plugin."""
-    pm = get_manager()
-    from gl_plugins import __version__
-
-    out = []
-    for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
-        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        dist = _dists.get(name)
-        version = dist.split(" ", 1)[1] if dist else __version__
-        out.append({"name": name, "version": version, "builtin": name in DEFAULT_PLUGINS,
-                    "distribution": dist.split(" ", 1)[0] if dist else "gl-plugins", "hooks": hooks})
-    return out
-
-
-def call(obj, method: str, *args, passthrough: tuple = (), **kwargs):
-    """``obj.method(*args, **kwargs)`` for an object a plugin registered, with its failures isolated.
-
-    A returned generator is drained here, so a raise while iterating counts too. gl's own
-    errors (GLError: bad input the plugin found and named) and ``passthrough`` exceptions pass
-    unchanged; any other exception is recorded in :data:`problems` and raised as
-    :class:`PluginFailed`, naming the plugin, its distribution, the object and its work.
-    Commands that run several plugins catch it, :func:`report` it, and go on with the others.
-    """
-    try:
-        result = getattr(obj, method)(*args, **kwargs)
-        if inspect.isgenerator(result):
-            result = list(result)
-        return result
-    except (GLError, *passthrough):
-        raise
-    except Exception as e:  # noqa: BLE001 - a third-party plugin may raise anything
-        kind, hook = WORK.get(method, ("plugin object", None))
-        plugin = getattr(obj, "plugin", None) or type(obj).__module__
-        problem = PluginProblem(plugin, _dists.get(plugin), hook, f"{type(e).__name__}: {e}",
-                                work=f"{kind} {getattr(obj, 'name', '?')!r}.{method}")
-        problems.append(problem)
-        raise PluginFailed(problem) from e
-
-
-def report(failure: PluginFailed) -> None:
-    """Say on stderr that a plugin failed; the command goes on with the other plugins."""
-    from gl_plugins.redaction import redact
-
-    print(redact(f"gl: error: {failure}; its results are left out"), file=sys.stderr)
+def third_party_possible() -> bool:
+    """Whether a plugin other than the built-ins may be loaded, known without loading any."""
+    if _state.pm is not None:
+        return any(name not in DEFAULT_PLUGINS for name, _ in _state.pm.list_name_plugin())
+    return bool(_state.in_process) or bool(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def exit_status(status: int, *hooks: str) -> int:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gl_plugins.findings import Finding
-from gl_plugins.hookspecs import hookimpl
 from gl_plugins.ggml_types import IMATRIX_EXEMPT
-from gl_plugins.imatrix.formats import IMatrix
+from gl_plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from gl_plugins.imatrix.formats import IMatrix
 
 SOURCE = "coverage"
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
@@ -94,8 +95,26 @@ def aborts(a) -> bool:
     return needs_data(a) and a.name in IMATRIX_EXEMPT
 
 
+_last: tuple = ()  # (imatrix, facts, assignments, coverage) of the latest call
+
+
 def coverage_of(imx: IMatrix, facts, assignments=None) -> Coverage:
-    """Covered, missing (with cause), partial and mismatched tensors. Reads no values."""
+    """Covered, missing (with cause), partial and mismatched tensors. Reads no values.
+
+    The latest result is kept for the same three objects, so an audit that shows the coverage
+    and runs the coverage auditor on the same inputs computes it once.
+    """
+    global _last
+    if _last and _last[0] is imx and _last[1] is facts and _last[2] is assignments:
+        return _last[3]
+    cov = _coverage(imx, facts, assignments)
+    _last = (imx, facts, assignments, cov)
+    return cov
+
+
+def _coverage(imx: IMatrix, facts, assignments) -> Coverage:
+    import numpy as np
+
     shapes = {t.name: t.shape for t in facts.tensors}
     if assignments is None:
         required = quantizable(facts)
@@ -334,6 +353,8 @@ class BadRows:
 
 def scan_values(imx: IMatrix, facts) -> list[BadRows]:
     """Look at every value once (two reductions per entry, over the memory map)."""
+    import numpy as np
+
     shapes = {t.name: t.shape for t in facts.tensors}
     out = []
     for e in imx.entries.values():
@@ -364,6 +385,8 @@ def scan_values(imx: IMatrix, facts) -> list[BadRows]:
 
 
 def _idx(mask) -> list[int]:
+    import numpy as np
+
     return [int(i) for i in np.flatnonzero(mask)]
 
 

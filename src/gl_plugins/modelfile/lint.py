@@ -97,6 +97,25 @@ def chat_info(path: str | os.PathLike) -> ChatInfo:
                     tok("tokenizer.ggml.bos_token_id"), tok("tokenizer.ggml.eos_token_id"))
 
 
+def from_target(path: str | os.PathLike) -> tuple[Path | None, ChatInfo | None]:
+    """(the file a Modelfile's FROM names, its chat facts when that is an existing GGUF), or (None, None)."""
+    from gl_plugins.errors import InputError
+    from gl_plugins.modelfile import parse as mfmod
+
+    try:
+        mf = mfmod.parse_file(path, require_from=False)
+    except InputError:
+        return None, None
+    if not mf.from_:
+        return None, None
+    target = mfmod.expand_from(mf.from_, Path(path).parent)
+    if target.is_file():
+        with open(target, "rb") as fh:
+            if fh.read(4) == b"GGUF":
+                return target, chat_info(target)
+    return target, None
+
+
 def _token_at(raw, index: int) -> str:
     """One element of a lazy string array, found by skipping the ones before it."""
     import mmap

@@ -52,9 +52,9 @@ def parse(output: str, args: list[str] | None = None) -> DryRun:
                   "will require an imatrix" in output, list(args or []), output)
 
 
-def dry_run(model: str | os.PathLike, plan, *, imatrix_path: str | None = None, threads: int = 2) -> DryRun:
+def dry_run(model: str | os.PathLike, plan, *, imatrix_path: str | None = None, threads: int | None = None) -> DryRun:
     """Run ``llama-quantize --dry-run`` on ``model`` with ``plan`` (its rules in a temporary map)."""
-    from gl_plugins.toolchain.llamacpp import run_tool
+    from gl_plugins.toolchain.llamacpp import default_threads, run_tool
     from gl_plugins.plan.resolve import command
     from gl_plugins.plan.tensor_map import write_map
 
@@ -62,7 +62,8 @@ def dry_run(model: str | os.PathLike, plan, *, imatrix_path: str | None = None, 
         map_path = os.path.join(tmp, "map.txt") if plan.rules else None
         if map_path:
             write_map(map_path, plan.rules)
-        args = command(plan, os.fspath(model), "OUTPUT", map_path, imatrix_path, threads=threads)
+        args = command(plan, os.fspath(model), "OUTPUT", map_path, imatrix_path,
+                       threads=threads or default_threads())
         if not (plan.imatrix and imatrix_path) and "--imatrix" in args:
             i = args.index("--imatrix")
             del args[i:i + 2]

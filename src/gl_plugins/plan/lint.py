@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass, field
 
 from gl_plugins.errors import GLError, read_input
-from gl_plugins.findings import Finding
+from gl_plugins.findings import Finding, by_severity
 from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
 from gl_plugins.plan.resolve import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
                    tensor_size)
@@ -206,8 +206,7 @@ def lint(data: bytes | None, facts, *, where: str = "map", option_rules: list[st
                                          + _fitting(e.type, [e.ne0])))
     stats = _rule_findings(usable_rules, res, facts, where, findings)
     _global_findings(res, facts, plan, where, target_bpw, findings)
-    order = {"error": 0, "warning": 1, "info": 2}
-    findings.sort(key=lambda f: (order[f.severity], f.line if f.line is not None else 10**9))
+    findings = by_severity(findings, then=lambda f: f.line if f.line is not None else 10**9)
     return LintReport(where, findings, usable_rules, res, base, assumed, target_bpw, stats)
 
 

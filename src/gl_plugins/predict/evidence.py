@@ -244,7 +244,9 @@ def score(predictors, observations: list[Observation]) -> dict[str, Score]:
     quant)``. A predictor that raises is counted under ``errors`` and the
     error is kept in its details; the others are still scored.
     """
-    predictors = list(predictors)
+    from gl_plugins.predict.predictions import Prediction
+
+    predictors = [host.as_entry(p) for p in predictors]
     scores = {p.name: Score(p.name) for p in predictors}
     for obs in observations:
         facts = obs.model_facts()
@@ -252,10 +254,10 @@ def score(predictors, observations: list[Observation]) -> dict[str, Score]:
             s = scores[p.name]
             row = {"model": obs.label, "quant": obs.quant, "outcome": obs.outcome, "line": obs.line}
             try:
-                verdict = host.call(p, "predict", facts, obs.quant).verdict
-            except host.PluginFailed as e:
+                verdict = host.call(p, "predict", facts, obs.quant, returns=Prediction).verdict
+            except host.PluginFailed as e:  # raised, or returned no Prediction
                 error = e.problem.error
-            except (GLError, AttributeError) as e:  # refused these facts, or returned no Prediction
+            except GLError as e:  # refused these facts
                 error = f"{type(e).__name__}: {e}"
             else:
                 error = None

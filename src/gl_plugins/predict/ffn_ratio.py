@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import click
+
 from gl_plugins.model.report import layer_ranges
 from gl_plugins.predict.predictions import Prediction, quant_bits
 from gl_plugins.predict import calibration
@@ -47,6 +49,15 @@ def _where(ratio: float, band: tuple[float, float]) -> str:
     return "above the band" if ratio > hi else "inside the band"
 
 
+def _band_option(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_band(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 class FfnRatio:
     name = "ffn-ratio"
     description = ("The lab's rule: an FFN expansion ratio inside the danger band (default 3.0–5.5×) "
@@ -56,20 +67,26 @@ class FfnRatio:
         self.band = band
         self._measured: dict = {}
 
-    def predict(self, facts, quant: str) -> Prediction:
-        pred = self.judge(facts, quant)
+    @property
+    def options(self):
+        return [click.Option(["--band"], callback=_band_option, metavar="LOW-HIGH",
+                             help=f"Danger band of the ffn-ratio predictor (default {self.band[0]}-{self.band[1]}).")]
+
+    def predict(self, facts, quant: str, band: tuple[float, float] | None = None) -> Prediction:
+        band = tuple(band or self.band)
+        pred = self.judge(facts, quant, band)
         if pred.verdict == "unknown":
             return pred
-        key = (tuple(self.band), tier(quant))
+        key = (band, tier(quant))
         if key not in self._measured:
-            judge = SimpleNamespace(name=self.name, predict=self.judge)
+            judge = SimpleNamespace(name=self.name, predict=lambda f, q: self.judge(f, q, band))
             self._measured[key] = calibration.measure(judge, lambda q: tier(q) == tier(quant))
         pred.confidence, why = calibration.confidence(self._measured[key], pred.verdict)
         pred.reasons.append(why)
         pred.evidence["measured"] = self._measured[key].to_dict()
         return pred
 
-    def judge(self, facts, quant: str) -> Prediction:
+    def judge(self, facts, quant: str, band: tuple[float, float] | None = None) -> Prediction:
         """The rule's verdict and reasons, before its confidence is measured."""
         def unknown(reason):
             return Prediction(self.name, quant, "unknown", 0.0, [reason])
@@ -82,7 +99,8 @@ class FfnRatio:
         if missing:
             return unknown(f"the model's facts have no {' and no '.join(missing)} (config fields "
                            f"hidden_size / intermediate_size), so the FFN ratio cannot be computed")
-        lo, hi = self.band
+        band = tuple(band or self.band)
+        lo, hi = band
         hidden = facts.hidden_size
         groups: dict[int, list[int]] = {}
         for layer, width in enumerate(facts.ffn_sizes):
@@ -94,7 +112,7 @@ class FfnRatio:
         for width, layers in sorted(groups.items(), key=lambda kv: kv[1][0]):
             r = width / hidden
             which = f"all {n} layers" if not per_layer else f"layers {layer_ranges(layers)}"
-            parts.append(f"{r:.2f}× ({width}/{hidden}) on {which}, {_where(r, self.band)}")
+            parts.append(f"{r:.2f}× ({width}/{hidden}) on {which}, {_where(r, band)}")
         band_text = f"{lo:g}–{hi:g}×"
         if per_layer:
             measured = (f"FFN widths differ between layers, so judged per layer: {'; '.join(parts)} "
@@ -117,7 +135,7 @@ class FfnRatio:
         evidence = {
             "band": [lo, hi], "hidden_size": hidden, "quant_tier": t, "per_layer": per_layer,
             "layers_in_band": in_band,
-            "ratios": [{"ffn": w, "ratio": round(w / hidden, 4), "layers": ls, "where": _where(w / hidden, self.band)}
+            "ratios": [{"ffn": w, "ratio": round(w / hidden, 4), "layers": ls, "where": _where(w / hidden, band)}
                        for w, ls in sorted(groups.items(), key=lambda kv: kv[1][0])],
         }
         return Prediction(self.name, quant, verdict, 0.0, [measured, rule], evidence)

@@ -90,25 +90,24 @@ class PredictorFailure:
 def run(predictors, facts, quants: list[str]) -> tuple[list[Prediction], list[PredictorFailure]]:
     """Every predictor on every quant type, then one combined prediction per quant.
 
-    A predictor that raises (or returns something that is not a Prediction)
-    becomes a :class:`PredictorFailure`; the others still run, and the combined
-    verdict is made from those that answered.
+    ``predictors`` are registry entries (:class:`~gl_plugins.host.Registered`, which carry the
+    values of a predictor's options) or plain predictor objects. A predictor that raises (or
+    returns something that is not a Prediction) becomes a :class:`PredictorFailure`; the others
+    still run, and the combined verdict is made from those that answered.
     """
     out: list[Prediction] = []
     failures: list[PredictorFailure] = []
+    entries = [host.as_entry(p) for p in predictors]
     for quant in quants:
         answered = []
-        for p in predictors:
+        for p in entries:
             try:
-                pred = host.call(p, "predict", facts, quant)
-                if not isinstance(pred, Prediction):
-                    raise TypeError(f"predict() returned {type(pred).__name__}, not a Prediction")
+                pred = host.call(p, "predict", facts, quant, returns=Prediction)
             except host.PluginFailed as e:
-                failures.append(PredictorFailure(p.name, getattr(p, "plugin", None), quant, e.problem.error))
+                failures.append(PredictorFailure(p.name, p.plugin, quant, e.problem.error))
                 continue
-            except (GLError, TypeError) as e:  # one predictor's complaint does not stop the others
-                failures.append(PredictorFailure(p.name, getattr(p, "plugin", None), quant,
-                                                 f"{type(e).__name__}: {e}"))
+            except GLError as e:  # one predictor's complaint does not stop the others
+                failures.append(PredictorFailure(p.name, p.plugin, quant, f"{type(e).__name__}: {e}"))
                 continue
             pred.predictor, pred.quant = p.name, quant
             answered.append(pred)

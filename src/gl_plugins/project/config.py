@@ -477,11 +477,12 @@ def check_recipes(cfg: Config) -> None:
     if not builds:
         return
     from gl_plugins.host import collect
+    from gl_plugins.plan.sources import unknown_recipe
 
     recipes = collect("gl_register_recipes")
     for v in builds:
         if v.build.recipe not in recipes:
             cfg.problems.append(Finding("error", "config-unknown-recipe",
-                                        f"{v.keypath}.build.recipe: no recipe named {v.build.recipe!r}",
+                                        f"{v.keypath}.build.recipe: {unknown_recipe(v.build.recipe, recipes)}",
                                         source="gl-check", file=os.fspath(cfg.path),
-                                        hint="installed recipes: " + (", ".join(sorted(recipes)) or "none")))
+                                        hint="name an installed recipe, or install the plugin that provides it"))

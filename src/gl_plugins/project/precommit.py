@@ -113,35 +113,13 @@ def model_facts(variant):
 
 
 def variant_plan(variant, facts):
-    """The TensorPlan a variant's build describes: a recipe with options, or a map over a base type."""
-    from gl_plugins.plan.resolve import Rule, stock_plan
+    """The TensorPlan a variant's build describes (as ``gl publish`` builds it)."""
+    from gl_plugins.plan.sources import plan_for
 
     b = variant.build
-    if b.recipe:
-        from gl_plugins import host
-
-        recipe = host.collect("gl_register_recipes").get(b.recipe)
-        if recipe is None:
-            raise GLError(f"{variant.keypath}.build.recipe: no recipe named {b.recipe!r} is installed")
-        return host.call(recipe, "plan", facts, **_recipe_kwargs(recipe, b.options))
-    plan = stock_plan(b.base_type, imatrix=b.imatrix is not None)
-    if b.map is not None:
-        from gl_plugins.plan.tensor_map import read_map
-
-        plan.rules = [Rule(r.pattern, r.type) for r in read_map(_rel(b.map))]
-        plan.recipe = f"map {_rel(b.map)}"
-    return plan
-
-
-def _recipe_kwargs(recipe, options: dict) -> dict:
-    """gl.toml option names (``type``, ``target-bpw``, ``target_bpw``) as the recipe's parameter names."""
-    names = {}
-    for opt in getattr(recipe, "options", []):
-        for spelling in opt.opts:
-            names[spelling.lstrip("-")] = opt.name
-            names[spelling.lstrip("-").replace("-", "_")] = opt.name
-        names[opt.name] = opt.name
-    return {names.get(k, k): v for k, v in options.items()}
+    return plan_for(facts, recipe=b.recipe, options=b.options, map_path=_rel(b.map) if b.map else None,
+                    base_type=b.base_type, imatrix=_rel(b.imatrix) if b.imatrix else None,
+                    where=f"{variant.keypath}.build")
 
 
 # ---------------------------------------------------------------- the hooks
@@ -160,13 +138,13 @@ def hook_check(files, args, report: Report) -> None:
 
 
 def hook_modelfile_lint(files, args, report: Report) -> None:
-    from gl_plugins.modelfile.lint import lint_file
+    from gl_plugins.modelfile.lint import from_target, lint_file
 
     cfg = _load_config(args.config, required=False)
     built = {_real(v.gguf): v for v in cfg.variants.values() if v.build} if cfg else {}
     for f in files:
         try:
-            target, info = _from_target(f)
+            target, info = from_target(f)
             findings = lint_file(f, gguf=info)
         except GLError as e:
             report.unreadable.append(str(e))
@@ -174,26 +152,6 @@ def hook_modelfile_lint(files, args, report: Report) -> None:
         if target is not None and _real(target) in built:  # gl publish builds it: FROM is fine as it is
             findings = [x for x in findings if x.code != "modelfile-from-missing"]
         report.add(findings)
-
-
-def _from_target(path: str):
-    """(the file FROM names, its chat facts when it is an existing GGUF), or (None, None)."""
-    from gl_plugins.modelfile import parse as mfmod
-    from gl_plugins.errors import InputError
-    from gl_plugins.modelfile.lint import chat_info
-
-    try:
-        mf = mfmod.parse_file(path, require_from=False)
-    except InputError:
-        return None, None
-    if not mf.from_:
-        return None, None
-    target = mfmod.expand_from(mf.from_, Path(path).parent)
-    if target.is_file():
-        with open(target, "rb") as fh:
-            if fh.read(4) == b"GGUF":
-                return target, chat_info(target)
-    return target, None
 
 
 def hook_plan_lint(files, args, report: Report) -> None:
@@ -239,7 +197,7 @@ def hook_imatrix_audit(files, args, report: Report) -> None:
             continue
         for name, auditor in auditors.items():
             try:
-                found = host.call(auditor, "audit", imx, facts, assignments)
+                found = host.call(auditor, "audit", imx, facts, assignments, items=Finding)
             except host.PluginFailed as e:
                 report.add([Finding("error", "auditor-failed", f"{v.keypath}: {e}", SOURCE,
                                     file=os.fspath(cfg.path), hint="the audit of this variant is incomplete")])

@@ -62,9 +62,9 @@ def ensure_built(variant: Variant, echo, *, dry_run: bool = False):
     echo(f"building {plan['describe']}")
     b = variant.build
     variant.gguf.parent.mkdir(parents=True, exist_ok=True)
-    result = build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe,
-                                    options=b.options, map_path=b.map, base_type=b.base_type, imatrix=b.imatrix,
-                                    echo=echo)
+    result = build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe, options=b.options,
+                           map_path=b.map, base_type=b.base_type, imatrix=b.imatrix, echo=echo,
+                           where=f"{variant.keypath}.build")
     if not variant.gguf.is_file():
         raise GLError(f"building {variant.name} finished without writing {variant.gguf}")
     written = result.record.get("output") or {}

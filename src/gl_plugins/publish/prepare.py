@@ -87,6 +87,12 @@ def publishers() -> dict:
     return collect("gl_register_publishers")
 
 
+def _why_not(publisher, options: PublishOptions) -> str | None:
+    from gl_plugins import host
+
+    return host.call(publisher, "available", options, returns=(str, type(None)))
+
+
 def choose(to: str, options: PublishOptions, found: dict | None = None):
     """(publisher, reason) for ``--to`` (``auto``, ``ollama``, ``bundle:DIR`` or another plugin)."""
     found = publishers() if found is None else found
@@ -96,7 +102,7 @@ def choose(to: str, options: PublishOptions, found: dict | None = None):
         ollama, bundle = found.get("ollama"), found.get("bundle")
         if ollama is None or bundle is None:
             raise GLError("--to auto needs the ollama and bundle publishers; one of them is not loaded")
-        why_not = ollama.available(options)
+        why_not = _why_not(ollama, options)
         if why_not is None:
             return ollama, f"an Ollama server answered at {options.host_url()}"
         options.target = target or None
@@ -105,7 +111,7 @@ def choose(to: str, options: PublishOptions, found: dict | None = None):
         raise GLError(f"no publisher named {name!r}; loaded publishers: {', '.join(sorted(found)) or 'none'}")
     pub = found[name]
     options.target = target or None
-    why_not = pub.available(options)
+    why_not = _why_not(pub, options)
     if why_not is not None:
         hint = "; use --to bundle:DIR to publish offline" if name == "ollama" else ""
         raise GLError(f"publisher {name} cannot publish: {why_not}{hint}")

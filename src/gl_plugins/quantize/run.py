@@ -47,61 +47,6 @@ class QuantizeResult:
     seconds: float
 
 
-# ---------------------------------------------------------------- plans from user input
-
-def plan_from_recipe(facts, name: str, options: dict | None = None, imatrix: str | None = None):
-    """The plan recipe ``name`` makes for ``facts``; ``options`` by option name (``type`` or ``--type``)."""
-    from gl_plugins.host import collect
-
-    recipes = collect("gl_register_recipes")
-    if name not in recipes:
-        raise GLError(f"unknown recipe {name!r}; installed recipes: {', '.join(sorted(recipes)) or 'none'}")
-    recipe = recipes[name]
-    kwargs = recipe_kwargs(recipe, options or {})
-    for opt in recipe.options:  # the recipe's own --imatrix gets the imatrix being used
-        if "--imatrix" in opt.opts and imatrix and opt.name not in kwargs:
-            kwargs[opt.name] = os.fspath(imatrix)
-    from gl_plugins.host import call
-
-    return call(recipe, "plan", facts, **kwargs)
-
-
-def recipe_kwargs(recipe, options: dict) -> dict:
-    """Recipe options given by key (``target_bpw``, ``target-bpw`` or ``--target-bpw``), converted."""
-    import click
-
-    by_key = {}
-    for opt in recipe.options:
-        keys = {opt.name} | {o.lstrip("-") for o in opt.opts} | {o.lstrip("-").replace("-", "_") for o in opt.opts}
-        for k in keys:
-            by_key[k] = opt
-    out = {}
-    for key, value in options.items():
-        opt = by_key.get(str(key).lstrip("-")) or by_key.get(str(key).lstrip("-").replace("-", "_"))
-        if opt is None:
-            names = ", ".join(o.opts[0] for o in recipe.options) or "none"
-            raise GLError(f"recipe {recipe.name} has no option {key!r}; its options: {names}")
-        try:
-            out[opt.name] = opt.type.convert(value, opt, None) if value is not None else None
-        except click.BadParameter as e:
-            raise GLError(f"recipe {recipe.name}: option {key!r}: {e.format_message()}") from None
-    missing = [o.opts[0] for o in recipe.options if o.required and out.get(o.name) is None]
-    if missing:
-        raise GLError(f"recipe {recipe.name} needs {', '.join(missing)}")
-    return out
-
-
-def plan_from_map(map_path: str | os.PathLike, base_type: str):
-    """A plan from a hand-written tensor-type map over a llama-quantize base type."""
-    from gl_plugins.ggml_types import get_ftype
-    from gl_plugins.plan.resolve import Rule, TensorPlan
-    from gl_plugins.plan.tensor_map import read_map
-
-    rules = [Rule(r.written, r.type_written) for r in read_map(map_path)]
-    return TensorPlan(base_type=get_ftype(base_type), rules=rules, recipe="map",
-                      params={"map": os.fspath(map_path)})
-
-
 # ---------------------------------------------------------------- temporary files
 
 def _pid_alive(pid: int) -> bool:
@@ -206,14 +151,15 @@ def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str,
 
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix: str | os.PathLike | None = None,
-             threads: int = 2, force: bool = False, progress: bool = True, echo=None) -> QuantizeResult:
-    """Quantize ``model`` to ``out`` with ``plan`` (a :class:`gl_plugins.plan.TensorPlan`)."""
+             threads: int | None = None, force: bool = False, progress: bool = True, echo=None) -> QuantizeResult:
+    """Quantize ``model`` to ``out`` with ``plan`` (a :class:`~gl_plugins.plan.resolve.TensorPlan`) on
+    ``threads`` threads (default: :func:`~gl_plugins.toolchain.llamacpp.default_threads`)."""
     from gl_plugins import __version__
     from gl_plugins.quantize import provenance
     from gl_plugins.digests import digest, remember, sha256_file
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.model.gguf_header import read_header
-    from gl_plugins.toolchain.llamacpp import find_tool, tool_version
+    from gl_plugins.toolchain.llamacpp import default_threads, find_tool, tool_version
     from gl_plugins.plan.resolve import command, plan_to_dict, resolve
     from gl_plugins.plan.tensor_map import render, write_map
 
@@ -258,7 +204,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
         if map_path:
             write_map(map_path, plan.rules)
         argv = [os.fspath(exe), *command(plan, os.fspath(model), os.fspath(partial), map_path,
-                                         os.fspath(imatrix) if imatrix else None, threads=threads)]
+                                         os.fspath(imatrix) if imatrix else None,
+                                         threads=threads or default_threads())]
         say("running: " + shlex.join(argv))
         try:
             log, version, seconds = _run_quantize(argv, len(res.assignments), progress)
@@ -301,22 +248,15 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
 
 
 def build_variant(base, out, recipe: str | None = None, options: dict | None = None, map_path=None,
-                  base_type: str | None = None, imatrix=None, echo=print, threads: int = 2) -> QuantizeResult:
-    """Build a gl.toml variant: a recipe with options, a map over a base type, or a stock base type."""
+                  base_type: str | None = None, imatrix=None, echo=print, threads: int | None = None,
+                  where: str = "") -> QuantizeResult:
+    """Build a gl.toml variant: a recipe with options, a map over a base type, or a stock base type
+    (see :func:`~gl_plugins.plan.sources.plan_for`; ``where`` names the build in messages)."""
     from gl_plugins.facts import facts_from_gguf
-    from gl_plugins.plan.resolve import stock_plan
-
+    from gl_plugins.plan.sources import plan_for
     from gl_plugins.toolchain.samples import local_model
 
     base = local_model(base)
-    if recipe:
-        plan = plan_from_recipe(facts_from_gguf(base), recipe, options or {}, imatrix)
-    elif map_path:
-        if not base_type:
-            raise GLError("a map needs a base type (the llama-quantize type for tensors it does not name)")
-        plan = plan_from_map(map_path, base_type)
-    elif base_type:
-        plan = stock_plan(base_type, imatrix=imatrix is not None)
-    else:
-        raise GLError("say how to quantize: a recipe, a map with a base type, or a base type")
+    plan = plan_for(facts_from_gguf(base), recipe=recipe, options=options, map_path=map_path, base_type=base_type,
+                    imatrix=imatrix, where=where)
     return quantize(base, out, plan, imatrix=imatrix, threads=threads, echo=echo)

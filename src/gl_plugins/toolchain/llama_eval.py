@@ -8,10 +8,10 @@ a 270M model takes seconds. A model llama.cpp cannot load or run raises
 :class:`ModelRunError` (a validator turns it into a finding); a missing tool
 raises :class:`~gl_plugins.errors.ToolError`.
 
-Both use two threads (``$GL_THREADS`` changes it: on a machine whose cores
-are busy, one thread is several times faster than two that wait on each
-other). :func:`remembered` keeps results for an unchanged file (keyed by its
-sha256) under ``~/.cache/gl/eval``, so a base model is measured once.
+Both use gl's one default thread count
+(:func:`~gl_plugins.toolchain.llamacpp.default_threads`). :func:`remembered`
+keeps results for an unchanged file (keyed by its sha256) under
+``~/.cache/gl/eval``, so a base model is measured once.
 """
 
 from __future__ import annotations
@@ -27,21 +27,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from gl_plugins.errors import ToolError
+from gl_plugins.toolchain.llamacpp import default_threads
 
-THREADS = 2  # default; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
 # prose topics of pydoc_data, in this order, cut at TEXT_CHARS characters
 TEXT_TOPICS = ("execmodel", "exceptions", "naming")
 TEXT_CHARS = 12000
-
-
-def default_threads() -> int:
-    raw = os.environ.get("GL_THREADS", "").strip()
-    try:
-        return max(1, int(raw)) if raw else THREADS
-    except ValueError:
-        from gl_plugins.errors import GLError
-
-        raise GLError(f"GL_THREADS must be a whole number of threads, not {raw!r}") from None
 
 
 class ModelRunError(ToolError):

@@ -24,6 +24,7 @@ from gl_plugins.errors import ToolError
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-completion")
 TYPES_HELPER = "gl-ggml-types"
+THREADS = 2  # default for every tool gl runs; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
 
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
@@ -32,6 +33,17 @@ CMAKE_FLAGS = [
     "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
 ]
+
+
+def default_threads() -> int:
+    """Threads for llama-quantize, llama-perplexity and llama-completion: $GL_THREADS, else :data:`THREADS`."""
+    raw = os.environ.get("GL_THREADS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else THREADS
+    except ValueError:
+        from gl_plugins.errors import GLError
+
+        raise GLError(f"GL_THREADS must be a whole number of threads, not {raw!r}") from None
 
 
 def cache_root() -> Path:

@@ -56,7 +56,8 @@ class Generation:
 
     def validate(self, ctx) -> list[Finding]:
         from gl_plugins.validate.collapse import diagnose
-        from gl_plugins.toolchain.llama_eval import Completion, ModelRunError, complete, default_threads, remembered
+        from gl_plugins.toolchain.llama_eval import Completion, ModelRunError, complete, remembered
+        from gl_plugins.toolchain.llamacpp import default_threads
 
         ctx.require_header()
         s = ctx.settings(self)

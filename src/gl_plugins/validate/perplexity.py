@@ -22,7 +22,8 @@ class Perplexity:
     defaults = {"ctx": 128, "chunks": 8, "warn_ratio": 1.15, "max_ratio": 1.5, "timeout": 900.0}
 
     def validate(self, ctx) -> list[Finding]:
-        from gl_plugins.toolchain.llama_eval import ModelRunError, Perplexity as Result, default_threads, perplexity, remembered
+        from gl_plugins.toolchain.llama_eval import ModelRunError, Perplexity as Result, perplexity, remembered
+        from gl_plugins.toolchain.llamacpp import default_threads
 
         ctx.require_header()
         s = ctx.settings(self)

@@ -134,6 +134,13 @@ def select(found: dict, only) -> dict:
     return {n: v for n, v in found.items() if n in names}
 
 
+def defaults_of(entry) -> dict:
+    """A validator's settings with their default values (none when it declares none)."""
+    from gl_plugins import host
+
+    return dict(host.attribute(entry, "defaults", {}, returns=dict))
+
+
 def parse_setting(text: str, found: dict) -> tuple[str, str, object]:
     """``validator.key=value`` -> (validator, key, value typed like the default)."""
     name_key, sep, raw = text.partition("=")
@@ -142,7 +149,7 @@ def parse_setting(text: str, found: dict) -> tuple[str, str, object]:
         raise GLError(f"setting {text!r} must look like VALIDATOR.KEY=VALUE, e.g. perplexity.max_ratio=1.3")
     if name not in found:
         raise GLError(f"setting {text!r}: unknown validator {name!r}; known: {', '.join(found)}")
-    defaults = getattr(found[name], "defaults", {})
+    defaults = defaults_of(found[name])
     if key not in defaults:
         raise GLError(f"setting {text!r}: validator {name} has no setting {key!r}; its settings: "
                       + (", ".join(defaults) or "none"))
@@ -176,7 +183,7 @@ def check_options(options: dict, found: dict) -> dict:
         for key, value in (values or {}).items():
             if isinstance(value, str):
                 value = parse_setting(f"{name}.{key}={value}", found)[2]
-            elif key not in getattr(found[name], "defaults", {}):
+            elif key not in defaults_of(found[name]):
                 parse_setting(f"{name}.{key}=", found)  # raises naming the valid settings
             out.setdefault(name, {})[key] = value
     return out
@@ -215,11 +222,10 @@ def load_expectation(plan_path: str | os.PathLike, quant: Path, header) -> Expec
     get llama.cpp's mixture for the file type), so only the tensors a rule
     decides are checked; the base type is the file's own ``general.file_type``.
     """
-    import json
-
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.ggml_types import ftype_name
     from gl_plugins.plan.resolve import TensorPlan, plan_from_dict
+    from gl_plugins.plan.sources import plan_document, read_plan_json
 
     p = Path(plan_path)
     if not p.is_file():
@@ -230,15 +236,10 @@ def load_expectation(plan_path: str | os.PathLike, quant: Path, header) -> Expec
     if p.name.endswith(".json"):
         from gl_plugins.quantize import provenance
 
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(p, f"is not a readable JSON plan ({e})") from None
+        data = read_plan_json(p)
         if isinstance(data, dict) and "format" in data and "assignments" in data:
             return expectation_from_provenance(provenance.load(p), os.fspath(p))
-        if isinstance(data, dict) and isinstance(data.get("plan"), dict):
-            data = data["plan"]  # `gl plan --json` output
-        return expectation_from_plan(plan_from_dict(data, os.fspath(p)), facts, f"plan {p}")
+        return expectation_from_plan(plan_from_dict(plan_document(data), os.fspath(p)), facts, f"plan {p}")
     from gl_plugins.plan.resolve import Rule
     from gl_plugins.plan.tensor_map import read_map
 
@@ -308,7 +309,7 @@ def _run_one(name: str, validator, ctx: ValidationContext) -> list[Finding]:
     from gl_plugins import host
 
     try:
-        out = list(host.call(validator, "validate", ctx, passthrough=(Skip,)) or [])
+        out = host.call(validator, "validate", ctx, passthrough=(Skip,), items=Finding)
     except Skip as e:
         return [Finding("info", "validator-skipped", f"{name} skipped: {e}", source=name)]
     except host.PluginFailed as e:  # a crashing validator must not let a file pass

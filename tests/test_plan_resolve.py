@@ -7,8 +7,8 @@ import pytest
 
 from gl_plugins.errors import GLError
 from gl_plugins.facts import ModelFacts, Tensor
-from gl_plugins.plan.resolve import (Rule, TensorPlan, command, plan_from_dict, plan_to_dict, resolve, stock_plan,
-                             tensor_size)
+from gl_plugins.ggml_types import tensor_bytes
+from gl_plugins.plan.resolve import Rule, TensorPlan, command, plan_from_dict, plan_to_dict, resolve, stock_plan
 
 
 def _facts(width=640, layers=2, tied=True, ple=False):
@@ -85,9 +85,9 @@ def test_imatrix_requirements_follow_llama_quantize():
 
 
 def test_sizes_use_llama_cpp_row_size():
-    assert tensor_size("Q4_K", (512, 3)) == 3 * 288
-    assert tensor_size("Q4_K", (640, 1)) == 144 * 640 // 256  # what --dry-run prints for a misfit flag type
-    assert tensor_size("F16", (7, 2, 3)) == 84
+    assert tensor_bytes("Q4_K", (512, 3)) == 3 * 288
+    assert tensor_bytes("Q4_K", (640, 1)) == 144 * 640 // 256  # what --dry-run prints for a misfit flag type
+    assert tensor_bytes("F16", (7, 2, 3)) == 84
 
 
 def test_bad_rules_and_types_are_one_sentence_errors():

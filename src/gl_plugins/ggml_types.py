@@ -10,6 +10,7 @@ overrides this one where they differ; see :func:`load_build_table`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class GGMLType:
         return self.block_size > 1
 
     def row_bytes(self, ne0: int) -> int:
-        return (ne0 // self.block_size) * self.type_size
+        """ggml_row_size: ``type_size * ne0 / block_size`` (what llama-quantize counts, misfit rows too)."""
+        return self.type_size * ne0 // self.block_size
 
 
 # (name, id, block size, bytes per block)
@@ -94,12 +96,11 @@ def type_name(type_id: int) -> str:
     return t.name if t else f"type#{type_id}"
 
 
-def tensor_bytes(type_: GGMLType, shape: tuple[int, ...] | list[int]) -> int:
-    """Bytes a tensor of ``shape`` (ne0 first) takes in ``type_``."""
-    n_rows = 1
-    for d in shape[1:]:
-        n_rows *= d
-    return type_.row_bytes(shape[0] if shape else 1) * n_rows
+def tensor_bytes(type_: GGMLType | str, shape: tuple[int, ...] | list[int]) -> int:
+    """Bytes a tensor of ``shape`` (ne0 first) takes in ``type_`` (a type or its name), as llama-quantize
+    counts them: rows × :meth:`GGMLType.row_bytes`."""
+    t = TYPES_BY_NAME[type_] if isinstance(type_, str) else type_
+    return t.row_bytes(shape[0] if shape else 1) * math.prod(shape[1:])
 
 
 # llama.cpp file types, as `llama-quantize` spells them (tools/quantize/quantize.cpp).

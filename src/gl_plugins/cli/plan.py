@@ -74,7 +74,7 @@ def _plan(model, model_opt, recipe, output, fmt, as_json, verify, **options):
 
 
 def _classes(res) -> list[dict]:
-    from gl_plugins.plan.recipes import role
+    from gl_plugins.model.tensors import role
 
     rows: dict[str, dict] = {}
     for a in res.assignments:

@@ -13,7 +13,7 @@ from gl_plugins.errors import GLError
 
 
 def _echo_err(message: str) -> None:
-    from gl_plugins.publish.prepare import redact
+    from gl_plugins.redaction import redact
 
     click.echo(redact(message), err=True)
 
@@ -52,8 +52,8 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
     from gl_plugins.modelfile import parse as mfmod
     from gl_plugins.project.config import load_config
     from gl_plugins.publish.preflight import ensure_built, validate
-    from gl_plugins.publish.prepare import (PublishResult, build_request, choose, options_from, redact,
-                                            refuse_if_errors)
+    from gl_plugins.publish.prepare import PublishResult, build_request, choose, options_from, refuse_if_errors
+    from gl_plugins.redaction import redact
 
     as_json = fmt == "json"
 

@@ -14,20 +14,18 @@ KV-shared layers, NextN/MTP blocks and experts never routed to stay empty.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gl_plugins.findings import Finding
 from gl_plugins.ggml_types import IMATRIX_EXEMPT
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import EMBEDDINGS, block_of, layer_ranges, quantizable
 
 if TYPE_CHECKING:
     from gl_plugins.imatrix.formats import IMatrix
 
 SOURCE = "coverage"
-_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
-EXEMPT = ("token_embd.weight", "per_layer_token_embd.weight", "output.weight")
 
 # ggml_quantize_requires_imatrix: ggml aborts (GGML_ASSERT(imatrix != NULL)) when asked to make these
 # without data, even for the tensors llama-quantize's own check exempts (token_embd, output).
@@ -57,28 +55,20 @@ class Coverage:
                 "percent": round(self.percent, 1), "partial": len(self.partial)}
 
 
-def layer_of(name: str) -> tuple[int, str] | None:
-    m = _BLOCK.match(name)
-    return (int(m.group(1)), m.group(2)) if m else None
-
-
 def expected_size(shape) -> int:
     """The imatrix size llama-quantize demands for a weight: ``ne[0] * ne[2]``."""
     return int(shape[0]) * (int(shape[2]) if len(shape) > 2 else 1)
 
 
-def quantizable(facts) -> list[str]:
+def _looked_up_without_plan(facts) -> list[str]:
     """Weights llama-quantize may quantize and look up in an imatrix (no plan given)."""
-    from gl_plugins.plan.type_choice import why_not_quantizable
-
-    return [t.name for t in facts.tensors
-            if t.name not in EXEMPT and why_not_quantizable(t.name, t.shape, facts.architecture) is None]
+    return [t.name for t in quantizable(facts) if t.name not in IMATRIX_EXEMPT]
 
 
 def looked_up(facts, assignments) -> list[str]:
     """Tensors llama-quantize converts, and so looks up in the imatrix (size checked)."""
     if assignments is None:
-        return quantizable(facts)
+        return _looked_up_without_plan(facts)
     return [a.name for a in assignments if a.reason != "not quantizable" and a.type != a.source_type]
 
 
@@ -117,14 +107,14 @@ def _coverage(imx: IMatrix, facts, assignments) -> Coverage:
 
     shapes = {t.name: t.shape for t in facts.tensors}
     if assignments is None:
-        required = quantizable(facts)
+        required = _looked_up_without_plan(facts)
     else:
         required = [a.name for a in assignments if needs_data(a)]
     extra = [n for n in imx.entries if n not in shapes]
     other_model = _other_model(imx, extra)
     mismatched = {}
     for name in looked_up(facts, assignments):
-        if name in EXEMPT[:2]:  # llama-quantize only logs a size mismatch for the token embeddings
+        if name in EMBEDDINGS:  # llama-quantize only logs a size mismatch for the token embeddings
             continue
         e = imx.entries.get(name)
         if e is not None and e.size != expected_size(shapes[name]):
@@ -158,7 +148,7 @@ def _other_model(imx: IMatrix, extra: list[str]) -> bool:
 
 
 def _absent_cause(name: str, facts, other_model: bool) -> str:
-    lr = layer_of(name)
+    lr = block_of(name)
     if lr is None:
         return OUTSIDE_BLK
     layer, role = lr
@@ -171,16 +161,6 @@ def _absent_cause(name: str, facts, other_model: bool) -> str:
 
 # ------------------------------------------------------------------ ranges
 
-def _spans(layers: list[int]) -> str:
-    layers = sorted(set(layers))
-    parts, start = [], layers[0]
-    for a, b in zip(layers, layers[1:] + [None]):
-        if b != a + 1:
-            parts.append(str(start) if start == a else f"{start}\u2013{a}")
-            start = b
-    return ",".join(parts)
-
-
 def range_groups(names) -> list[tuple[str, list[str]]]:
     """``(label, members)`` per role: ``("blk.15–34.attn_k.weight", [...])``; other names alone.
 
@@ -189,7 +169,7 @@ def range_groups(names) -> list[tuple[str, list[str]]]:
     groups: dict[str, list[tuple[int, str]]] = {}
     order: list[tuple[str, str | None]] = []
     for n in names:
-        lr = layer_of(n)
+        lr = block_of(n)
         if lr is None:
             order.append((n, None))
             continue
@@ -204,7 +184,7 @@ def range_groups(names) -> list[tuple[str, list[str]]]:
             out.append((n, [n]))
         else:
             members = sorted(groups[role])
-            out.append((f"blk.{_spans([l for l, _ in members])}.{role}", [m for _, m in members]))
+            out.append((f"blk.{layer_ranges([l for l, _ in members], sep=',')}.{role}", [m for _, m in members]))
     return out
 
 
@@ -243,8 +223,8 @@ _CAUSE_TEXT = {
 
 
 def _layers_text(names) -> str:
-    layers = [lr[0] for lr in map(layer_of, names) if lr]
-    return _spans(layers) if layers else "-"
+    layers = [lr[0] for lr in map(block_of, names) if lr]
+    return layer_ranges(layers, sep=",") if layers else "-"
 
 
 def _tokens_text(imx: IMatrix, facts) -> str:
@@ -305,7 +285,7 @@ def gap_findings(cov: Coverage, imx: IMatrix, facts, assignments=None) -> list[F
                            file=imx.path, hint="make the imatrix with llama-imatrix on this very model"))
     for rng, members in range_groups(cov.partial):
         total = sum(len(cov.partial[n]) for n in members)
-        detail = "; ".join(f"{n}: experts {_spans(cov.partial[n])}" for n in members[:8])
+        detail = "; ".join(f"{n}: experts {layer_ranges(cov.partial[n], sep=',')}" for n in members[:8])
         more = f"; … {len(members) - 8} more" if len(members) > 8 else ""
         out.append(Finding(
             "warning", "imatrix-unrouted-experts",
@@ -423,7 +403,7 @@ def value_findings(bad: list[BadRows], imx: IMatrix, cov: Coverage) -> list[Find
                            SOURCE, tensor=rng, file=imx.path, hint="recompute the imatrix on real text"))
     names, by = group("flat")
     for rng, members in range_groups(names):
-        experts = _spans(sorted({i for n in members for i in by[n].flat}))
+        experts = layer_ranges(sorted({i for n in members for i in by[n].flat}), sep=",")
         out.append(Finding("warning", "imatrix-unrouted-experts",
                            f"{rng}: experts {experts} hold importance exactly 1.0, which llama-imatrix writes "
                            f"to the legacy format for experts that never received a token; llama-quantize "

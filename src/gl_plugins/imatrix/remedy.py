@@ -48,7 +48,7 @@ class Remedy:
 
 def cheapest_type(name: str, shape, ftype: str) -> str:
     """The candidate type taking the fewest bytes for this tensor, after its shape fallback."""
-    from gl_plugins.ggml_types import get_type, tensor_bytes
+    from gl_plugins.ggml_types import tensor_bytes
     from gl_plugins.plan.type_choice import requires_imatrix, shape_fallback
 
     best = None
@@ -56,7 +56,7 @@ def cheapest_type(name: str, shape, ftype: str) -> str:
         final = shape_fallback(cand, int(shape[0]))
         if requires_imatrix(name, final, ftype):
             continue
-        size = tensor_bytes(get_type(final), shape)
+        size = tensor_bytes(final, shape)
         if best is None or size < best[0]:
             best = (size, final)
     return best[1]
@@ -71,7 +71,7 @@ def remedy(plan, facts, before, uncovered: list[str]) -> Remedy:
     """
     from gl_plugins.imatrix.coverage import needs_data
     from gl_plugins.plan.resolve import Rule, resolve
-    from gl_plugins.plan.type_choice import OUTPUT_NAME
+    from gl_plugins.model.tensors import OUTPUT
     from gl_plugins.plan.tensor_map import rules_for
 
     ftype = before.plan.base_type
@@ -82,8 +82,8 @@ def remedy(plan, facts, before, uncovered: list[str]) -> Remedy:
     by_rule = dict(pins)
     if plan.token_embedding_type and "token_embd.weight" in pins:
         options["token_embedding_type"] = by_rule.pop("token_embd.weight")
-    if plan.output_tensor_type and OUTPUT_NAME in pins:
-        options["output_tensor_type"] = by_rule.pop(OUTPUT_NAME)
+    if plan.output_tensor_type and OUTPUT in pins:
+        options["output_tensor_type"] = by_rule.pop(OUTPUT)
     pin_rules = rules_for(by_rule)
     rules = pin_rules + [(r.pattern, r.type) for r in plan.rules]
     pinned = replace(plan, rules=[Rule(p, t) for p, t in pin_rules] + list(plan.rules), **options)

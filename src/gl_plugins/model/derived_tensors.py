@@ -12,6 +12,7 @@ left out; results on derived shapes are estimates and say so.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from gl_plugins.facts import ModelFacts, Tensor
 
@@ -19,9 +20,7 @@ SOURCE_TYPE = "BF16"  # what a safetensors checkpoint converts to; only sizes th
 
 
 def _t(name: str, *shape: int) -> Tensor:
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     itemsize = 4 if len(shape) == 1 else 2
     return Tensor(name, tuple(shape), "F32" if len(shape) == 1 else SOURCE_TYPE, n * itemsize)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gl_plugins.facts import ModelFacts
+from gl_plugins.model.tensors import EMBEDDINGS, layer_ranges
 
-EMBEDDING_TENSORS = ("token_embd.weight", "per_layer_token_embd.weight")
 
 
 def type_table(facts: ModelFacts) -> list[dict]:
@@ -24,26 +24,11 @@ def type_table(facts: ModelFacts) -> list[dict]:
 
 def bits_per_weight(facts: ModelFacts, exclude_embeddings: bool = False) -> float | None:
     """Bytes × 8 / parameters, over every tensor (or all but the embedding tables)."""
-    tensors = [t for t in facts.tensors if not (exclude_embeddings and t.name in EMBEDDING_TENSORS)]
+    tensors = [t for t in facts.tensors if not (exclude_embeddings and t.name in EMBEDDINGS)]
     if not tensors or any(t.bytes is None for t in tensors):
         return None
     params = sum(t.n_elements for t in tensors)
     return round(sum(t.bytes for t in tensors) * 8 / params, 4) if params else None
-
-
-def layer_ranges(layers: list[int]) -> str:
-    """[15, 16, 17, 20] -> '15–17, 20'."""
-    if not layers:
-        return "none"
-    out, start, prev = [], layers[0], layers[0]
-    for x in layers[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        out.append(f"{start}" if start == prev else f"{start}–{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(out)
 
 
 def report(facts: ModelFacts) -> dict:

@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 
 from gl_plugins.errors import GLError, read_input
 from gl_plugins.findings import Finding, by_severity
-from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
-from gl_plugins.plan.resolve import (FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve,
-                   tensor_size)
+from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type, tensor_bytes
+from gl_plugins.model import tensors
 from gl_plugins.plan import type_choice as qh
-from gl_plugins.plan.tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compile_pattern, match_sets, syntax_chars,
-                         parse_token, tokens)
+from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, NoFallbackError, Resolution, Rule, TensorPlan, resolve
+from gl_plugins.plan.tensor_map import (MapRule, MapSyntaxError, NameIndex, PatternError, compile_pattern, match_sets,
+                                        parse_token, syntax_chars, tokens)
 
 SOURCE = "plan-lint"
 UNUSABLE = frozenset({"map-syntax", "map-regex", "map-type-not-producible", "map-type-no-fallback"})
@@ -328,7 +328,7 @@ def _rule_findings(rules: list[MapRule], res: Resolution, facts, where: str, fin
                     hint="write \\. for a literal dot")
             fb = [i for i in eff if assignments[i].fell_back]
             if fb:
-                said = sum(_size_as_written(r.type, assignments[i].shape) for i in fb)
+                said = sum(tensor_bytes(r.type, assignments[i].shape) for i in fb)
                 real = sum(assignments[i].bytes for i in fb)
                 into = sorted({assignments[i].type for i in fb})
                 width = sorted({assignments[i].shape[0] for i in fb})
@@ -354,10 +354,6 @@ def _labels(rules: list[MapRule], numbers) -> str:
 
 def _rule_type(rules, rule_no):
     return rules[rule_no - 1].type if rule_no else None
-
-
-def _size_as_written(type_: str, shape) -> int:
-    return tensor_size(type_, shape)
 
 
 def _fitting(type_: str, widths) -> str:
@@ -392,7 +388,7 @@ def _global_findings(res: Resolution, facts, plan: TensorPlan, where: str, targe
                                 evidence=_names(a.name for a in loose)))
     for a in res.assignments:
         if a.type in qh.GGML_REQUIRES_IMATRIX and a.type != a.source_type and (
-                a.name in qh.TOKEN_EMBD_NAMES or a.name == qh.OUTPUT_NAME):
+                a.name in tensors.EMBEDDINGS or a.name == tensors.OUTPUT):
             findings.append(Finding("error", "embedding-needs-imatrix", f"{a.name} gets {a.type} ({a.reason}): "
                                     f"ggml aborts making {a.type} without imatrix data, and llama-imatrix records "
                                     f"none for the embeddings (nor for the output without --process-output)",
@@ -407,7 +403,7 @@ def _global_findings(res: Resolution, facts, plan: TensorPlan, where: str, targe
     if target is not None:
         tol = max(0.02, 0.01 * target)
         diff = res.bpw - target
-        emb = sum(a.bytes for a in res.assignments if a.name in qh.TOKEN_EMBD_NAMES)
+        emb = sum(a.bytes for a in res.assignments if a.name in tensors.EMBEDDINGS)
         share = f"; embeddings hold {emb * 100 / res.bytes:.0f}% of the bytes" if res.bytes else ""
         if abs(diff) > tol:
             findings.append(Finding("error", "bpw-target", f"the map gives {res.bpw:.2f} bpw "

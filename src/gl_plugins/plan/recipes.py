@@ -15,20 +15,19 @@ the error is estimated is described in ``docs/plan.md`` and next to
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import click
 
 from gl_plugins.errors import GLError
-from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type
-from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan, tensor_size
+from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type, tensor_bytes
+from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan
 from gl_plugins.plan import type_choice as qh
 from gl_plugins.plan.tensor_map import rules_for
+from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT, is_ple, layer_of, quantizable, role, why_not_quantizable
 from gl_plugins.hookspecs import hookimpl
 
-EMBEDDINGS = ("token_embd.weight", "per_layer_token_embd.weight")
 
 
 def producible(name: str, what: str = "type") -> str:
@@ -53,29 +52,6 @@ def embedding_safe_type(name: str, what: str) -> str:
 def fit(type_: str, ne0: int) -> str:
     """The type llama.cpp really uses for rows ``ne0`` wide (its shape fallback)."""
     return qh.shape_fallback(type_, ne0)
-
-
-def role(name: str) -> str:
-    """A tensor's role without its layer: ``blk.3.attn_v.weight`` -> ``attn_v``."""
-    m = re.match(r"^blk\.\d+\.(.+)$", name)
-    base = m.group(1) if m else name
-    return base[:-7] if base.endswith(".weight") else base
-
-
-def layer_of(name: str) -> int | None:
-    m = re.match(r"^blk\.(\d+)\.", name)
-    return int(m.group(1)) if m else None
-
-
-def is_ple(name: str) -> bool:
-    """Per-layer-embedding tensors (Gemma 3n / Gemma 4)."""
-    return name == "per_layer_token_embd.weight" or role(name) in ("inp_gate", "proj")
-
-
-def quantizable(facts):
-    """The tensors llama-quantize may change, in llama.cpp's order."""
-    out = [t for t in facts.tensors if qh.why_not_quantizable(t.name, t.shape, facts.architecture) is None]
-    return sorted(out, key=lambda t: qh.weight_order_key(t.name))
 
 
 @dataclass
@@ -111,8 +87,7 @@ def build_plan(facts, choice: Choice, *, recipe: str, params: dict, imatrix: boo
         rules = [Rule(p, t) for p, t in rules_for(types)]
     else:
         rules = []  # the base type is not quantized: rules would be ignored, every tensor gets it
-    needs = any(t in NEEDS_IMATRIX for n, t in choice.types.items() if n not in qh.TOKEN_EMBD_NAMES
-                and n != qh.OUTPUT_NAME)
+    needs = any(t in NEEDS_IMATRIX for n, t in choice.types.items() if n not in EMBEDDINGS and n != OUTPUT)
     params = dict(params)
     if choice.fitted:
         params["fitted"] = [list(f) for f in choice.fitted]
@@ -147,7 +122,7 @@ class Uniform:
         emb = embedding_safe_type(embedding_type, "--embedding-type") if embedding_type else safe
         outp = embedding_safe_type(output_type, "--output-type") if output_type else safe
         choice = Choice()
-        for x in quantizable(facts):
+        for x in quantizable(facts, llama_order=True):
             choice.set(x, emb if x.name in EMBEDDINGS else outp if x.name == "output.weight" else t)
         return build_plan(facts, choice, recipe=self.name,
                           params={"type": t, "embedding_type": emb, "output_type": outp})
@@ -192,7 +167,7 @@ class Protect:
         tied = facts.tensor("output.weight") is None
         choice = Choice()
         why: Counter = Counter()
-        for t in quantizable(facts):
+        for t in quantizable(facts, llama_order=True):
             r, layer = role(t.name), layer_of(t.name)
             attn_role = r.startswith("attn_")
             if t.name == "output.weight":
@@ -321,7 +296,7 @@ class Budget:
 
 def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
     """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first."""
-    exempt = t.name in qh.TOKEN_EMBD_NAMES or t.name == qh.OUTPUT_NAME
+    exempt = t.name in EMBEDDINGS or t.name == OUTPUT
     use_imx = covered is not None and t.name in covered
     s = sensitivity(facts, t.name)
     out = []
@@ -333,7 +308,7 @@ def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
         e = type_error(c, use_imx)
         if e is None:
             continue
-        out.append((tensor_size(c, t.shape), s * e, c))
+        out.append((tensor_bytes(c, t.shape), s * e, c))
     out.sort()
     # drop dominated options (no cheaper-or-equal option with lower error)
     pareto, best = [], float("inf")
@@ -345,8 +320,8 @@ def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
 
 
 def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path) -> TensorPlan:
-    tensors = quantizable(facts)
-    fixed = [t for t in facts.tensors if qh.why_not_quantizable(t.name, t.shape, facts.architecture)]
+    tensors = quantizable(facts, llama_order=True)
+    fixed = [t for t in facts.tensors if why_not_quantizable(t.name, t.shape, facts.architecture)]
     fixed_bytes = sum(int(t.bytes or 0) for t in fixed)
     excluded = set(EMBEDDINGS) if emb_type else set()
     n_all = sum(t.n_elements for t in facts.tensors)

@@ -4,7 +4,7 @@ A :class:`TensorPlan` is what one ``llama-quantize`` invocation is told: a base
 file type, ordered ``--tensor-type`` rules, ``--token-embedding-type``,
 ``--output-tensor-type``, ``--pure`` and whether an imatrix is given.
 :func:`resolve` replays llama-quantize's decision for every tensor of a model
-(see :mod:`gl_plugins.quant_heuristics` for the port of llama.cpp's logic) and
+(see :mod:`gl_plugins.plan.type_choice` for the port of llama.cpp's logic) and
 returns one :class:`Assignment` per tensor with the final type, the mechanism
 that decided it, and its size; totals match ``llama-quantize --dry-run``.
 
@@ -19,12 +19,14 @@ shape fallback when the row length does not divide the type's block size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from gl_plugins.errors import GLError
-from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type
+from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type, tensor_bytes
 from gl_plugins.plan import type_choice as qh
+from gl_plugins.model.tensors import weight_order_key, why_not_quantizable
 
 
 # Types llama-quantize can write (each is the default type of some file type).
@@ -206,23 +208,6 @@ def first_matches(patterns: tuple[str, ...], names: tuple[str, ...]) -> tuple:
     return tuple(first)
 
 
-def tensor_size(type_name: str, shape) -> int:
-    """Bytes as llama-quantize counts them: rows x ggml_row_size (type_size * ne0 / block)."""
-    t = TYPES_BY_NAME[type_name]
-    ne0 = shape[0] if shape else 1
-    rows = 1
-    for d in shape[1:]:
-        rows *= d
-    return rows * (t.type_size * ne0 // t.block_size)
-
-
-def _n_elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def resolve(plan: TensorPlan, facts) -> Resolution:
     """Every tensor's final type, the reason, and its bytes, as llama-quantize will decide them."""
     ftype = get_ftype(plan.base_type)
@@ -233,7 +218,7 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
     rule_types = check_rules(plan.rules)
     patterns = tuple(r.pattern for r in plan.rules)
 
-    tensors = sorted(facts.tensors, key=lambda t: qh.weight_order_key(t.name))
+    tensors = sorted(facts.tensors, key=lambda t: weight_order_key(t.name))
     names = [t.name for t in tensors]
     first = first_matches(patterns, tuple(names)) if patterns else (None,) * len(names)
     mix = qh.Mixture(qh.model_params(facts, names), ftype, plan.imatrix, out_type)
@@ -242,11 +227,11 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
     total = n_params = 0
     for t, hit in zip(tensors, first):
         shape = tuple(int(d) for d in t.shape)
-        n = _n_elements(shape)
+        n = math.prod(shape)
         cat = qh.category(t.name)
         rule_no = None
         note = ""
-        blocked = qh.why_not_quantizable(t.name, shape, facts.architecture)
+        blocked = why_not_quantizable(t.name, shape, facts.architecture)
         if blocked:
             requested = final = t.type
             reason, note = "not quantizable", blocked
@@ -285,7 +270,7 @@ def resolve(plan: TensorPlan, facts) -> Resolution:
         if final == t.type and t.bytes is not None:
             size = t.bytes
         elif final in TYPES_BY_NAME:
-            size = tensor_size(final, shape)
+            size = tensor_bytes(final, shape)
         else:
             raise GLError(f"{facts.source}: tensor {t.name} has {t.type}, a type gl does not know, "
                           f"so its size cannot be computed")

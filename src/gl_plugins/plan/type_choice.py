@@ -1,14 +1,14 @@
 """llama-quantize's own choice of tensor types, ported from ``src/llama-quant.cpp``.
 
-This is a line-by-line port of the pinned llama.cpp's ``tensor_allows_quantization``,
-``tensor_get_category``, ``llama_tensor_get_type_impl`` (the per-file-type mixtures
+This is a line-by-line port of the pinned llama.cpp's ``tensor_get_category``, ``llama_tensor_get_type_impl`` (the per-file-type mixtures
 that make Q2_K, Q3_K_S, Q4_K_M … more than one type), ``tensor_type_fallback`` and
 ``tensor_requires_imatrix``. It decides what a plain ``llama-quantize IN OUT FTYPE``
 does to each tensor. Counters (``i_attention_wv``, ``i_ffn_down`` …) advance in
 llama.cpp's tensor order and only when the mixture is consulted, exactly as there.
 
 Type names are ggml's, upper case (``Q4_K``); file types are llama-quantize's
-spelling (``Q4_K_M``).
+spelling (``Q4_K_M``). Which tensors may be quantized at all, and the order llama.cpp
+visits them in, are tensor-name facts: :mod:`gl_plugins.model.tensors`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gl_plugins.ggml_types import FALLBACK, TYPES_BY_NAME
+from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT as OUTPUT_TENSOR, weight_order_key
 
 # ------------------------------------------------------------------ categories
 
@@ -23,15 +24,12 @@ OUTPUT, TOKEN_EMBD, ATTN_QKV, ATTN_KV_B, ATTN_V, ATTN_K, ATTN_Q, ATTN_OUTPUT = (
     "output", "token_embd", "attn_qkv", "attn_kv_b", "attn_v", "attn_k", "attn_q", "attn_output")
 FFN_UP, FFN_GATE, FFN_DOWN, OTHER = "ffn_up", "ffn_gate", "ffn_down", "other"
 
-TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
-OUTPUT_NAME = "output.weight"
-
 
 def category(name: str) -> str:
     """llama.cpp's ``tensor_get_category``: substring tests, first hit wins."""
-    if name == OUTPUT_NAME:
+    if name == OUTPUT_TENSOR:
         return OUTPUT
-    if name in TOKEN_EMBD_NAMES:
+    if name in EMBEDDINGS:
         return TOKEN_EMBD
     for needle, cat in (("attn_qkv.weight", ATTN_QKV), ("attn_kv_b.weight", ATTN_KV_B),
                         ("attn_v.weight", ATTN_V), ("attn_k.weight", ATTN_K), ("attn_q.weight", ATTN_Q),
@@ -46,49 +44,6 @@ def is_attn_v(cat: str) -> bool:
     return cat in (ATTN_V, ATTN_QKV, ATTN_KV_B)
 
 
-# ------------------------------------------------------------------ quantizable?
-
-_NEVER = ("_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-          "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
-          "indexer.q_proj.weight", "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight",
-          "time_mix_w2.weight", "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight",
-          "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight",
-          "time_mix_g2.weight", "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
-          "time_mix_lerp_fused.weight", "attn_rel_b.weight", ".position_embd", "sam.pos_embd",
-          "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook",
-          "mm.a.code_embd")
-_NEVER_GLM5_NEXT = ("hc_", "indexer.attn_q_b", "indexer.attn_k", "indexer.proj", "indexer_compressor_gate",
-                    "indexer_compressor_ape", "ssm_f_a.weight", "ssm_f_b.weight", "ssm_g_a.weight",
-                    "ssm_g_b.weight", "ssm_beta.weight", "attn_kv_a_mqa.weight", "attn_k_b.weight",
-                    "attn_v_b.weight")
-
-
-def n_dims(shape) -> int:
-    """ggml_n_dims: dimensions up to the last one larger than 1 (at least 1)."""
-    n = len(shape)
-    while n > 1 and shape[n - 1] == 1:
-        n -= 1
-    return max(n, 1)
-
-
-def why_not_quantizable(name: str, shape, arch: str) -> str | None:
-    """Why llama-quantize keeps this tensor's type (``tensor_allows_quantization``), or None."""
-    if n_dims(shape) < 2:
-        return "1-D tensor"
-    if not name.endswith("weight"):
-        return "name does not end in 'weight'"
-    for needle in _NEVER:
-        if needle in name:
-            return f"name contains {needle!r}"
-    if name in ("position_embd.weight", "token_types.weight"):
-        return "positional / token-type embedding"
-    if arch == "glm5-next":
-        for needle in _NEVER_GLM5_NEXT:
-            if needle in name:
-                return f"name contains {needle!r} (glm5-next)"
-    return None
-
-
 # ggml_quantize_requires_imatrix: ggml aborts (GGML_ASSERT) quantizing these without importance
 # data, whatever llama-quantize's own check let through (it exempts the embeddings and the output).
 GGML_REQUIRES_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
@@ -96,7 +51,7 @@ GGML_REQUIRES_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
 
 def requires_imatrix(name: str, type_: str, ftype: str) -> bool:
     """``tensor_requires_imatrix``: llama-quantize refuses this type here without an imatrix."""
-    if name in TOKEN_EMBD_NAMES or name == OUTPUT_NAME:
+    if name in EMBEDDINGS or name == OUTPUT_TENSOR:
         return False
     if type_ in ("IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"):
         return True
@@ -120,22 +75,6 @@ def shape_fallback(type_: str, ne0: int) -> str:
 
 
 # ------------------------------------------------------------------ the mixtures
-
-def weight_order_key(name: str):
-    """llama.cpp's ``weight_name_comparer``: layer number (-1 outside blocks), then name."""
-    layer = -1
-    if name.startswith("blk."):
-        digits = ""
-        for ch in name[4:]:
-            if ch.isdigit():
-                digits += ch
-            else:
-                break
-        rest = name[4 + len(digits):]
-        if digits and rest.startswith("."):
-            layer = int(digits)
-    return (layer, name)
-
 
 _70B_LAYERS = {"llama": 80, "deci": 80, "olmo": 80, "qwen2": 80, "jais2": 68}
 
@@ -168,7 +107,7 @@ def model_params(facts, names) -> ModelParams:
     return ModelParams(
         arch=facts.architecture, n_layer=int(facts.n_layer or 0), n_head=int(facts.n_head or 0),
         n_head_kv=int(facts.n_head_kv or 0), n_expert=int(facts.n_expert or 0),
-        has_tied_embeddings=OUTPUT_NAME not in names,
+        has_tied_embeddings=OUTPUT_TENSOR not in names,
         n_attention_wv=sum(1 for n in names if is_attn_v(category(n))))
 
 

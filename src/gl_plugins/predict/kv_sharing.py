@@ -14,7 +14,7 @@ imatrix with ``gl imatrix audit``.
 
 from __future__ import annotations
 
-from gl_plugins.model.report import layer_ranges
+from gl_plugins.model.tensors import layer_of, layer_ranges
 from gl_plugins.plan.resolve import resolve, stock_plan
 from gl_plugins.predict.predictions import Prediction
 from gl_plugins.model import derived_tensors
@@ -70,7 +70,7 @@ class KvSharing:
                                f"`gl imatrix audit IMATRIX -m {facts.source} -q {quant}` shows the same gap "
                                f"when an imatrix is used"], evidence)
         types = ", ".join(sorted({a.type for a in blocked}))
-        rule = pin_rule(sorted({int(a.name.split(".")[1]) for a in blocked}), blocked[0].shape[0])
+        rule = pin_rule(sorted({layer_of(a.name) for a in blocked}), blocked[0].shape[0])
         where = "derived from the config's widths" if derived else "in this file"
         return Prediction(self.name, quant, "fails", 0.8 if derived else 0.9, [
             why,

@@ -21,6 +21,7 @@ from gl_plugins.plan.resolve import resolve, stock_plan
 from gl_plugins.predict.predictions import Prediction
 from gl_plugins.model import derived_tensors
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import OUTPUT
 
 RISKY_SHARE = 0.10  # of the quantized weights
 
@@ -49,7 +50,7 @@ def shape_driven(res, facts, quant: str) -> list[tuple[object, str]]:
             out.append((a, a.requested))
             continue
         cat = qh.category(a.name)
-        output_like = cat == qh.OUTPUT or (cat == qh.TOKEN_EMBD and qh.OUTPUT_NAME not in names
+        output_like = cat == qh.OUTPUT or (cat == qh.TOKEN_EMBD and OUTPUT not in names
                                            and a.name == "token_embd.weight")
         if output_like and a.reason.startswith("llama.cpp heuristics") and a.shape[0] % block:
             padded = (-(-a.shape[0] // block) * block,) + tuple(a.shape[1:])

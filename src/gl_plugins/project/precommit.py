@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 from gl_plugins.errors import GLError
 from gl_plugins.findings import Finding

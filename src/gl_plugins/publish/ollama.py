@@ -19,7 +19,8 @@ import time
 from gl_plugins import digests
 from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import GLError
-from gl_plugins.publish.prepare import PublishRequest, PublishResult, redact
+from gl_plugins.publish.prepare import PublishRequest, PublishResult
+from gl_plugins.redaction import redact
 from gl_plugins.publish.retry import describe, with_retry
 from gl_plugins.hookspecs import hookimpl
 

@@ -23,8 +23,6 @@ from gl_plugins.modelfile.lint import ChatInfo, chat_info, lint_modelfile
 from gl_plugins.modelfile.templates import compose, detect_family, family_name, template
 from gl_plugins.publish.names import ModelName, parse_name
 
-from gl_plugins.redaction import SECRET_ENV, redact  # noqa: F401 - publishers import them from here
-
 
 @dataclass
 class PublishOptions:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 
 from gl_plugins.findings import Finding
+from gl_plugins.model.tensors import EMBEDDINGS
 from gl_plugins.hookspecs import hookimpl
 
-EMBEDDINGS = ("token_embd.weight", "per_layer_token_embd.weight")
 
 
 def measured_bpw(tensors, exclude=()) -> tuple[float, int, int]:

@@ -87,3 +87,35 @@ def run_gl_process(*args, env=None, cwd=None, timeout=600) -> subprocess.Complet
 @pytest.fixture
 def gl_proc():
     return run_gl_process
+
+
+def install_dist(site: Path, dist: str, module: str, source: str, version: str = "1.2.3",
+                 ep_name: str | None = None) -> None:
+    """An installed distribution (dist-info + module) that importlib.metadata finds on ``site``."""
+    import importlib
+    import textwrap
+
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[gl]\n{ep_name or dist} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """A folder on sys.path for this process, where :func:`install_dist` puts distributions: the entry
+    points are found in process, as after ``pip install``; modules imported from it are forgotten after."""
+    from gl_plugins import host
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("GL_PLUGINS", raising=False)
+    before = set(sys.modules)
+    yield site
+    for name in set(sys.modules) - before:
+        if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(site)):
+            del sys.modules[name]
+    host.reset()

@@ -290,7 +290,8 @@ class FakeOllama:
         return f"http://{host}:{port}"
 
     def start(self) -> "FakeOllama":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-ollama", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-ollama", daemon=True)
         self._thread.start()
         return self
 

@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import pytest
+
 from gl_plugins.toolchain import llamacpp
 
 
@@ -18,6 +20,7 @@ def test_tools_found_and_type_table_from_build(llama_bin, gl):
     assert by_name["Q4_K"]["block_size"] == 256 and by_name["Q4_K"]["type_size"] == 144
 
 
+@pytest.mark.slow
 def test_doctor_runs_a_quantized_model(gl_proc, gemma_q4):
     r = gl_proc("doctor")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -43,6 +46,7 @@ def test_missing_tools_are_named(tmp_path, gl):
     assert code == 1 and "gl toolchain install" in out
 
 
+@pytest.mark.slow
 def test_build_is_portable(llama_bin):
     """No -march=native: no AVX-512 (zmm) instructions anywhere, AVX2 (ymm) present."""
     import subprocess

@@ -2,21 +2,21 @@
 
 Each test installs the documented plugin module as a small distribution (a
 dist-info with an entry point in the ``gl`` group), exactly what ``pip
-install`` leaves behind, on a folder put on PYTHONPATH, then runs ``gl`` as
-a process and shows that the host found it through pluggy and used what it
-registered. test_docs.py checks that every hook has such a test.
+install`` leaves behind, on a folder this process has on sys.path, then runs
+``gl`` and shows that the host found it through pluggy and used what it
+registered. test_docs.py checks that every hook has such a test;
+test_predict_plugin.py and test_docs.py install a real package with pip.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from conftest import install_dist
 from gl_plugins.facts import load_facts
 from synth import write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
@@ -25,26 +25,23 @@ from plugin_docs import hook_example
 
 def install(site: Path, dist: str, hook: str) -> None:
     """A distribution named ``dist`` whose module is the documented example plugin for ``hook``."""
-    module = dist.replace("-", "_")
-    info = site / f"{module}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[gl]\n{dist} = {module}\n")
-    (site / f"{module}.py").write_text(hook_example(hook))
-
-
-def run_gl(site: Path, *args, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("GL_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "gl_plugins", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    install_dist(site, dist, dist.replace("-", "_"), hook_example(hook), version="0.1.0")
 
 
 @pytest.fixture
-def site(tmp_path):
-    folder = tmp_path / "site"
-    folder.mkdir()
-    return folder
+def site(plugin_site):
+    return plugin_site
+
+
+@pytest.fixture
+def run_gl(gl, monkeypatch):
+    """``gl ARGS`` in this process, with what the site holds installed: (exit code, stdout, stderr)."""
+    def run(site, *args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code, out, err = gl(*args)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
 @pytest.fixture
@@ -52,15 +49,15 @@ def tiny(tmp_path):
     return write_model(tmp_path / "tiny.gguf", n_layer=4, hidden=256, ffn=512)[0]
 
 
-def hooks_of(site: Path, dist: str) -> list[str]:
+def hooks_of(run_gl, site: Path, dist: str) -> list[str]:
     r = run_gl(site, "plugins", "--json")
     assert r.returncode == 0, r.stderr
     return {p["name"]: p for p in json.loads(r.stdout)}[dist]["hooks"]
 
 
-def test_hook_gl_register_predictors(site, tiny):
+def test_hook_gl_register_predictors(site, run_gl, tiny):
     install(site, "gl-shallow-model", "gl_register_predictors")
-    assert hooks_of(site, "gl-shallow-model") == ["gl_register_predictors"]
+    assert hooks_of(run_gl, site, "gl-shallow-model") == ["gl_register_predictors"]
     r = run_gl(site, "predict", tiny, "--quant", "Q8_0", "--json")
     assert r.returncode == 0, r.stderr
     preds = {p["predictor"]: p for p in json.loads(r.stdout)}
@@ -69,7 +66,7 @@ def test_hook_gl_register_predictors(site, tiny):
     assert "risky according to shallow-model" in preds["combined"]["reasons"][1]
 
 
-def test_hook_gl_register_recipes(site, tiny):
+def test_hook_gl_register_recipes(site, run_gl, tiny):
     install(site, "gl-ffn-low", "gl_register_recipes")
     r = run_gl(site, "plan", "--recipe", "ffn-low", "--help")
     assert r.returncode == 0 and "--ffn-type" in r.stdout and "Type of the FFN." in r.stdout
@@ -82,7 +79,7 @@ def test_hook_gl_register_recipes(site, tiny):
     assert doc["map"].strip() == r"ffn_(gate|up|down)\.weight=q5_0"
 
 
-def test_hook_gl_register_auditors(site, tiny, tmp_path):
+def test_hook_gl_register_auditors(site, run_gl, tiny, tmp_path):
     install(site, "gl-few-chunks", "gl_register_auditors")
     imx = tmp_path / "tiny.imatrix.gguf"
     write_gguf_imatrix(imx, forward_pass_entries(load_facts(tiny)), chunk_count=4)
@@ -95,7 +92,7 @@ def test_hook_gl_register_auditors(site, tiny, tmp_path):
                       "file": str(imx)}]
 
 
-def test_hook_gl_register_commands(site, tiny):
+def test_hook_gl_register_commands(site, run_gl, tiny):
     install(site, "gl-count", "gl_register_commands")
     r = run_gl(site, "--help")
     assert r.returncode == 0 and "count-tensors" in r.stdout and "Count a model's tensors by type." in r.stdout
@@ -104,7 +101,7 @@ def test_hook_gl_register_commands(site, tiny):
     assert r.stdout.splitlines() == ["F16 29", "F32 9"]
 
 
-def test_hook_gl_register_validators(site, tiny):
+def test_hook_gl_register_validators(site, run_gl, tiny):
     install(site, "gl-wide-embeddings", "gl_register_validators")
     r = run_gl(site, "validate", tiny, "--only", "structure,wide-embeddings", "--json")
     assert r.returncode == 0, r.stderr  # a warning does not fail the file
@@ -119,7 +116,7 @@ def test_hook_gl_register_validators(site, tiny):
     assert "wide-embeddings  warn" in r.stdout
 
 
-def test_hook_gl_register_publishers(site, tmp_path, llama_bin):
+def test_hook_gl_register_publishers(site, run_gl, tmp_path, llama_bin):
     import hashlib
 
     from tiny_gguf import GEMMA_TEMPLATE, GEMMA_TOKENS, write

@@ -36,6 +36,7 @@ def _partial_upload(server):
     return check
 
 
+@pytest.mark.slow  # validates and uploads the real Gemma 3 270M through a real process
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_publish_interrupted_mid_upload_leaves_nothing_and_the_rerun_completes(project, fake_ollama, validations,
                                                                                  tmp_path, sig):

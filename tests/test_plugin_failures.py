@@ -9,18 +9,16 @@ appear; no traceback; the exit status says the run is incomplete.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 
 from synth import SynthSpec, write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
-from test_core_plugins import _install_dist
+from conftest import install_dist
 
 BOOM = """
-    from gl_plugins.hookspecs import hookimpl
+    from gl_plugins import hookimpl
 
     class Boom:
         name = "boom"
@@ -70,11 +68,10 @@ BOOM = """
 WHO = "plugin 'gl-boom' (distribution gl-boom 1.2.3) failed in"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("site")
-    _install_dist(folder, "gl-boom", "gl_boom", BOOM)
-    return folder
+@pytest.fixture
+def site(plugin_site):
+    install_dist(plugin_site, "gl-boom", "gl_boom", BOOM)
+    return plugin_site
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +81,20 @@ def model(tmp_path_factory):
     return p
 
 
-def gl(site, *args, cwd=None, env=None):
-    env = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
-    env.pop("GL_PLUGINS", None)
-    r = subprocess.run([sys.executable, "-m", "gl_plugins", *map(str, args)], capture_output=True, text=True,
-                       env=env, cwd=cwd, timeout=600)
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
+@pytest.fixture
+def run(gl, monkeypatch):
+    """gl in this process, with gl-boom installed; no traceback, whatever the plugin does."""
+    def run(*args, cwd=None, env=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code, out, err = gl(*args, env=env)
+        assert "Traceback" not in err, err
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
-def test_a_raising_predictor_is_named_and_the_others_still_answer(site, model):
-    r = gl(site, "predict", model, "--quant", "Q2_K", "--json")
+def test_a_raising_predictor_is_named_and_the_others_still_answer(site, run, model):
+    r = run("predict", model, "--quant", "Q2_K", "--json")
     assert r.returncode == 1
     assert "predictor 'boom' (plugin gl-boom) failed on Q2_K: RuntimeError: predictor exploded" in r.stderr
     rows = {p["predictor"]: p for p in json.loads(r.stdout)}
@@ -103,44 +103,44 @@ def test_a_raising_predictor_is_named_and_the_others_still_answer(site, model):
     assert rows["ffn-ratio"]["verdict"] in ("ok", "risky", "fails", "unknown")
 
 
-def test_a_raising_recipe_is_one_sentence_and_the_built_in_ones_still_work(site, model):
-    r = gl(site, "plan", model, "--recipe", "boom")
+def test_a_raising_recipe_is_one_sentence_and_the_built_in_ones_still_work(site, run, model):
+    r = run("plan", model, "--recipe", "boom")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded\n"
-    r = gl(site, "plan", model, "--recipe", "uniform", "--type", "Q4_K")
+    r = run("plan", model, "--recipe", "uniform", "--type", "Q4_K")
     assert r.returncode == 0, r.stderr
     assert "llama-quantize" in r.stdout
 
 
-def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(site, model, tmp_path):
+def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(site, run, model, tmp_path):
     from gl_plugins.facts import load_facts
 
     facts = load_facts(model)
     imx = write_gguf_imatrix(tmp_path / "i.gguf", forward_pass_entries(facts, skip=lambda n: "attn_k" in n))
-    r = gl(site, "imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
+    r = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
     assert r.returncode == 1
     assert f"{WHO} auditor 'boom'.audit: RuntimeError: auditor exploded while iterating" in r.stderr
     doc = json.loads(r.stdout)
     assert doc["missing"] == ["blk.0.attn_k.weight", "blk.1.attn_k.weight"]
     assert any(f["source"] == "coverage" and f["severity"] == "error" for f in doc["findings"])
     # without the broken plugin the same audit fails only on its findings
-    clean = subprocess.run([sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(model), "--imatrix", str(imx),
-                            "--quant", "Q4_K_M"], capture_output=True, text=True)
-    r = gl(site, "imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M")
+    clean = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M", env={"GL_PLUGINS": ""})
+    r = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M")
     assert (clean.returncode, r.returncode) == (0, 1)
     assert "gl: 1 plugin failure(s); the results above are incomplete" in r.stderr
 
 
-def test_a_raising_recipe_in_gl_quantize_writes_nothing(site, model, tmp_path):
-    out = tmp_path / "q.gguf"
-    r = gl(site, "quantize", model, out, "--recipe", "boom")
+def test_a_raising_recipe_in_gl_quantize_writes_nothing(site, run, model, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    r = run("quantize", model, folder / "q.gguf", "--recipe", "boom")
     assert r.returncode == 1
     assert f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded" in r.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
 
 
-def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_report(site, model):
-    r = gl(site, "validate", model, "--only", "structure,boom", "--json")
+def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_report(site, run, model):
+    r = run("validate", model, "--only", "structure,boom", "--json")
     assert r.returncode == 1
     assert f"{WHO} validator 'boom'.validate: RuntimeError: validator exploded" in r.stderr
     doc = json.loads(r.stdout)
@@ -149,20 +149,20 @@ def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_re
     assert "structure" in doc["validators"] and doc["passed"] is False
 
 
-def test_a_raising_publisher_is_named_and_nothing_is_published(site, tmp_path):
+def test_a_raising_publisher_is_named_and_nothing_is_published(site, run, tmp_path):
     import tiny_gguf
 
     tiny_gguf.write(tmp_path / "tiny.gguf")
     (tmp_path / "gl.toml").write_text('[models.tiny.variants.q4]\ngguf = "tiny.gguf"\n')
     caches = {"GL_DIGEST_CACHE": str(tmp_path / "c" / "d.json"), "GL_VALIDATION_CACHE": str(tmp_path / "c" / "v")}
-    r = gl(site, "publish", "tiny:q4", "--to", "boom", "--force", cwd=tmp_path, env=caches)
+    r = run("publish", "tiny:q4", "--to", "boom", "--force", cwd=tmp_path, env=caches)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == f"gl: error: {WHO} publisher 'boom'.publish: RuntimeError: publisher exploded"
     assert "published" not in r.stdout
 
 
-def test_scoring_evidence_with_a_raising_predictor_scores_the_others(site):
-    r = gl(site, "predict", "--evidence", "builtin", "--json")
+def test_scoring_evidence_with_a_raising_predictor_scores_the_others(site, run):
+    r = run("predict", "--evidence", "builtin", "--json")
     assert r.returncode == 1
     assert "predictor 'boom' failed on evidence line 1: RuntimeError: predictor exploded" in r.stderr
     scores = {s["predictor"]: s for s in json.loads(r.stdout)["scores"]}

@@ -8,6 +8,8 @@ never see a plugin they did not ask for.
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import site
@@ -47,6 +49,7 @@ def _pip(py, *args):
     return r
 
 
+@pytest.mark.slow
 def test_example_plugin_installs_shows_up_runs_and_uninstalls(tmp_path, gemma_q4):
     py = _layered_env(tmp_path / "venv")
     r = _run(py, "-m", "gl_plugins", "plugins", "--json")

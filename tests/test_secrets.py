@@ -131,11 +131,12 @@ class _EchoingHub(BaseHTTPRequestHandler):
     do_GET = do_HEAD = _answer
 
 
-@pytest.fixture(params=[401, 500], ids=["401", "500"])
+# on a 500 the hub client retries for seconds
+@pytest.fixture(params=[401, pytest.param(500, marks=pytest.mark.slow)], ids=["401", "500"])
 def hub(request):
     handler = type("Hub", (_EchoingHub,), {"status": request.param, "seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", request.param
     server.shutdown()
     server.server_close()
@@ -153,6 +154,7 @@ def test_a_hub_answering_with_the_token_in_its_body(tmp_path, hub):
     assert r.stderr.splitlines()[-1].startswith("gl: error: hf:someorg/somemodel: ")
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub(tmp_path):
     r = gl("inspect", "hf:someorg/somemodel", env=_hub_env(tmp_path, closed_port_url()))
     assert r.returncode == 2

@@ -24,6 +24,13 @@ def deprecated(old: str, new: str) -> None:
     click.echo(f"gl: warning: {old} is deprecated and will be removed in the next release; use {new}", err=True)
 
 
+class OldArgument(click.Argument):
+    """A positional argument kept for one release: accepted, left out of the usage line."""
+
+    def get_usage_pieces(self, ctx):
+        return []
+
+
 def pick_model(positional: str | None, option: str | None, required: bool = True) -> str | None:
     """The model given as MODEL or as --model (not both)."""
     if positional and option:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from gl_plugins.cli.options import config_option, deprecated, output_format
+from gl_plugins.cli.options import OldArgument, config_option, deprecated, output_format
 from gl_plugins.errors import GLError
 
 
@@ -117,7 +117,7 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
 
 
 @click.command()
-@click.argument("old_config_path", required=False, type=click.Path(), metavar="[GL_TOML (deprecated: use --config)]")
+@click.argument("old_config_path", required=False, type=click.Path(), cls=OldArgument)
 @config_option
 @output_format("text", "json", "sarif")
 def check(old_config_path, config_path, fmt):

@@ -59,7 +59,7 @@ DEMO_STEPS: list[tuple[str, ...]] = [
     ("inspect", "pkg:gemma3-270m"),
     ("predict", "pkg:gemma3-270m", "--quant", "Q2_K", "--quant", "Q4_K_M"),
     ("plan", "pkg:gemma3-270m-f16", "--recipe", "uniform", "--type", "Q4_K"),
-    ("check", "examples/gemma3-270m/gl.toml"),
+    ("check", "--config", "examples/gemma3-270m/gl.toml"),
     # builds the variant from the F16 base, validates it, then publishes to Ollama or a bundle
     ("publish", "--config", "examples/gemma3-270m/gl.toml", "gemma3-270m:q4"),
 ]

@@ -99,7 +99,7 @@ def write_imatrix(path: Path, layers: int, experts: int, width: int, in_sum: boo
 
 def audit_once(imatrix: Path, model: Path, quant: str | None) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (bytes) and exit status of one `gl imatrix audit` process."""
-    cmd = [sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(imatrix), "--model", str(model), "--json"]
+    cmd = [sys.executable, "-m", "gl_plugins", "imatrix", "audit", str(model), "--imatrix", str(imatrix), "--json"]
     if quant:
         cmd += ["--quant", quant]
     probe = ("import resource, subprocess, sys, time\n"

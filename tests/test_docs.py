@@ -48,6 +48,19 @@ def test_every_hook_has_a_test(hook):
     assert re.search(rf"^def test_hook_{hook}\(", tests, re.M), f"no test_hook_{hook} in tests/"
 
 
+def test_plugin_examples_import_only_the_public_api():
+    import gl_plugins
+    from plugin_docs import PLUGINS_MD, FENCE
+
+    code = "\n".join(body for kind, body in FENCE.findall(PLUGINS_MD.read_text(encoding="utf-8"))
+                     if kind == "python" or "cat > gl_predictor" in body)
+    imports = re.findall(r"^\s*(?:from (gl_plugins[\w.]*) import ([\w, ]+)|import (gl_plugins[\w.]*))", code, re.M)
+    assert imports, "the examples import nothing from gl"
+    for module, names, plain in imports:
+        assert module == "gl_plugins" and not plain, f"an example imports {module or plain}, not the public API"
+        assert {n.strip() for n in names.split(",")} <= set(gl_plugins.__all__), names
+
+
 def documented_codes() -> set[str]:
     text = (DOCS / "finding-codes.md").read_text(encoding="utf-8")
     return set(re.findall(r"^\| `([a-z0-9-]+)` \|", text, re.M))
@@ -65,7 +78,26 @@ def test_no_documented_code_is_stale():
     assert not stale, f"docs/finding-codes.md lists codes no source emits: {sorted(stale)}"
 
 
-@pytest.mark.parametrize("doc", ["plugins.md", "finding-codes.md", "guide.md"])
+def test_the_architecture_page_lists_every_package_and_module():
+    """docs/architecture.md's tree is the real one: every line names what exists, everything is named."""
+    src = ROOT / "src" / "gl_plugins"
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    tree = text.split("## The tree", 1)[1].split("```")[1]
+    listed: dict[str, str] = {}
+    for line in tree.strip().splitlines():
+        name, _, rest = line.partition(" ")
+        listed[name] = rest
+    packages = sorted(p.name + "/" for p in src.iterdir() if (p / "__init__.py").exists())
+    top = sorted(p.name for p in src.glob("*.py"))
+    assert sorted(n for n in listed if n.endswith(".py")) == top
+    assert sorted(n for n in listed if n.endswith("/") and n not in ("data/", "modelfiles/")) == packages
+    for package in packages:
+        modules = {p.name for p in (src / package).glob("*.py")} - {"__init__.py"}
+        named = set(re.findall(r"\b(\w+\.py)\b", listed[package])) - {"__init__.py"}
+        assert named == modules, f"{package}: the page names {sorted(named)}, the package holds {sorted(modules)}"
+
+
+@pytest.mark.parametrize("doc", ["plugins.md", "finding-codes.md", "guide.md", "architecture.md"])
 def test_relative_links_resolve(doc):
     text = (DOCS / doc).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)#:]+?)(?:#[^)]*)?\)", text):

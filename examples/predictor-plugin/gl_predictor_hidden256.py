@@ -6,9 +6,7 @@ attention projections, FFN gate and up, the embeddings) has rows the type
 cannot hold, and llama-quantize gives those tensors a bigger type instead.
 """
 
-from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype
-from gl_plugins.hookspecs import hookimpl
-from gl_plugins.predict.predictions import Prediction
+from gl_plugins import Prediction, default_type, hookimpl
 
 
 class Hidden256:
@@ -19,7 +17,7 @@ class Hidden256:
         hidden = facts.hidden_size
         if not hidden:
             return Prediction(self.name, quant, "unknown", 0.0, ["the hidden size is not known"])
-        block = TYPES_BY_NAME[FTYPES[get_ftype(quant)][1]].block_size
+        block = default_type(quant).block_size
         evidence = {"hidden_size": hidden, "block_size": block, "remainder": hidden % 256}
         if hidden % 256 == 0:
             return Prediction(self.name, quant, "ok", 0.5,

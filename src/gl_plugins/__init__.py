@@ -19,6 +19,7 @@ _API = {
     "get_ftype": "gl_plugins.ggml_types",
     "default_type": "gl_plugins.ggml_types",
     "Prediction": "gl_plugins.predict.predictions",
+    "IMatrix": "gl_plugins.imatrix.formats",
     "Rule": "gl_plugins.plan.resolve",
     "TensorPlan": "gl_plugins.plan.resolve",
     "Assignment": "gl_plugins.plan.resolve",

@@ -92,7 +92,7 @@ class LazyGroup(click.Group):
 def _plugin_commands() -> dict:
     from gl_plugins.host import commands
 
-    return commands()
+    return commands(reserved=COMMANDS)
 
 
 def _run(group: click.Group, args, **extra) -> int:

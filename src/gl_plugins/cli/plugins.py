@@ -16,10 +16,11 @@ def plugins_cmd(fmt):
     Every registry hook is called, so a plugin that fails to load, raises in a hook or registers an
     object gl refuses is reported on stderr; then the exit status is 1.
     """
+    from gl_plugins.cli import COMMANDS
     from gl_plugins.findings import dumps
     from gl_plugins.host import plugin_list, problems
 
-    rows = plugin_list()
+    rows = plugin_list(reserved=COMMANDS)
     if fmt == "json":
         click.echo(dumps(rows))
     else:

@@ -227,17 +227,15 @@ def report(failure: PluginFailed) -> None:
 
 # ---------------------------------------------------------------- commands and the listing
 
-def commands() -> dict:
+def commands(reserved=()) -> dict:
     """Extra subcommands from ``gl_register_commands``: name -> (click command, plugin).
 
     Asked only when a third-party plugin may be installed, so ``gl --help`` stays fast. A command
-    with the name of one of gl's own is left out.
+    with a ``reserved`` name (one of gl's own) is left out.
     """
     if _state.commands is not None:
         return _state.commands
     import click
-
-    from gl_plugins.cli import COMMANDS
 
     out: dict = {}
     if third_party := _third_party_possible():
@@ -250,7 +248,7 @@ def commands() -> dict:
                 warn(PluginProblem(impl.plugin_name, distribution(impl.plugin_name), "gl_register_commands",
                                    f"{type(e).__name__}: {e}"))
             for name, cmd in group.commands.items():
-                if name not in COMMANDS and name not in out:
+                if name not in reserved and name not in out:
                     out[name] = (cmd, impl.plugin_name)
     if third_party or _state.pm is not None:
         _state.commands = out
@@ -263,13 +261,14 @@ def _third_party_possible() -> bool:
     return third_party_possible()
 
 
-def plugin_list() -> list[dict]:
-    """Every loaded plugin: name, version, distribution, hooks, and what it registered through each."""
+def plugin_list(reserved=()) -> list[dict]:
+    """Every loaded plugin: name, version, distribution, hooks, and what it registered through each
+    (``reserved``: the command names gl keeps for itself, see :func:`commands`)."""
     from gl_plugins import __version__
 
     pm = get_manager()
     logs = {hook: registrations(hook) for hook in protocols.KINDS}
-    cmds = commands()
+    cmds = commands(reserved)
     out = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: (p[0] not in DEFAULT_PLUGINS, p[0])):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])

@@ -47,6 +47,16 @@ def gemma_f16(llama_bin) -> Path:
     return provision("gemma3-270m-f16")
 
 
+@pytest.fixture(scope="session")
+def synthetic_model(tmp_path_factory) -> Path:
+    """A small synthetic llama GGUF (2 layers, hidden 256, FFN 512) that llama-quantize accepts."""
+    from synth import SynthSpec, write_model
+
+    p = tmp_path_factory.mktemp("synthetic") / "m.gguf"
+    write_model(p, SynthSpec(n_layer=2, hidden=256, ffn=512))
+    return p
+
+
 class GL:
     """Runs the gl CLI in-process and returns (exit code, stdout, stderr).
 

@@ -13,21 +13,14 @@ import pytest
 import tiny_gguf
 from gl_plugins.facts import load_facts
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
-from synth import SynthSpec, write_model
 
 DEPRECATED = "is deprecated and will be removed in the next release; use"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    p = tmp_path_factory.mktemp("model") / "m.gguf"
-    write_model(p, SynthSpec(n_layer=2, hidden=256, ffn=512))
-    return p
-
-
-@pytest.fixture(scope="module")
-def imatrix(model, tmp_path_factory):
-    return write_gguf_imatrix(tmp_path_factory.mktemp("imx") / "i.gguf", forward_pass_entries(load_facts(model)))
+def imatrix(synthetic_model, tmp_path_factory):
+    entries = forward_pass_entries(load_facts(synthetic_model))
+    return write_gguf_imatrix(tmp_path_factory.mktemp("imx") / "i.gguf", entries)
 
 
 @pytest.fixture
@@ -41,43 +34,46 @@ def map_file(tmp_path):
     ["inspect"], ["predict", "-q", "Q4_K_M"], ["plan", "--recipe", "uniform", "--type", "Q8_0"],
     ["validate", "--only", "structure,bpw"],
 ])
-def test_the_model_is_the_positional_argument_or_model_alike(gl, model, command):
-    by_position = gl(*command[:1], model, *command[1:], "--json")
-    by_option = gl(*command[:1], "--model", model, *command[1:], "--json")
+def test_the_model_is_the_positional_argument_or_model_alike(gl, synthetic_model, command):
+    by_position = gl(*command[:1], synthetic_model, *command[1:], "--json")
+    by_option = gl(*command[:1], "--model", synthetic_model, *command[1:], "--json")
     assert by_position[0] == by_option[0] == 0, by_position[2] + by_option[2]
     assert json.loads(by_position[1]) == json.loads(by_option[1])
-    code, _, err = gl(*command[:1], model, "--model", model, *command[1:])
+    code, _, err = gl(*command[:1], synthetic_model, "--model", synthetic_model, *command[1:])
     assert code == 2 and "gl: error: give the model once: as MODEL" in err
 
 
-def test_imatrix_audit_takes_the_model_and_imatrix_file_like_every_command(gl, model, imatrix):
-    new = gl("imatrix", "audit", model, "--imatrix", imatrix, "--quant", "Q4_K_M", "--json")
+def test_imatrix_audit_takes_the_model_and_imatrix_file_like_every_command(gl, synthetic_model, imatrix):
+    new = gl("imatrix", "audit", synthetic_model, "--imatrix", imatrix, "--quant", "Q4_K_M", "--json")
     assert new[0] == 0 and new[2] == ""
-    assert gl("imatrix", "audit", "--model", model, "--imatrix", imatrix, "--quant", "Q4_K_M", "--json")[1] == new[1]
-    code, out, err = gl("imatrix", "audit", imatrix, "--model", model, "--quant", "Q4_K_M", "--json")
+    by_option = gl("imatrix", "audit", "--model", synthetic_model, "--imatrix", imatrix, "--quant", "Q4_K_M", "--json")
+    assert by_option[1] == new[1]
+    code, out, err = gl("imatrix", "audit", imatrix, "--model", synthetic_model, "--quant", "Q4_K_M", "--json")
     assert (code, out) == (0, new[1])
-    assert err == f"gl: warning: `gl imatrix audit FILE --model MODEL` {DEPRECATED} `gl imatrix audit MODEL --imatrix FILE`\n"
-    code, _, err = gl("imatrix", "audit", model, "--quant", "Q4_K_M")
+    assert err == (f"gl: warning: `gl imatrix audit FILE --model MODEL` {DEPRECATED} "
+                   f"`gl imatrix audit MODEL --imatrix FILE`\n")
+    code, _, err = gl("imatrix", "audit", synthetic_model, "--quant", "Q4_K_M")
     assert code == 2 and "gl: error: Missing option '--imatrix FILE'" in err
 
 
-def test_plan_lint_is_a_subcommand_taking_the_model_and_the_map(gl, model, map_file):
+def test_plan_lint_is_a_subcommand_taking_the_model_and_the_map(gl, synthetic_model, map_file):
     code, out, _ = gl("plan", "lint", "--help")
     assert code == 0 and out.startswith("Usage: gl plan lint [OPTIONS] MODEL\n")
-    new = gl("plan", "lint", model, "--map", map_file, "--base-type", "Q8_0", "--json")
+    new = gl("plan", "lint", synthetic_model, "--map", map_file, "--base-type", "Q8_0", "--json")
     assert new[2] == ""
-    code, out, err = gl("plan", "lint", map_file, "--model", model, "--base-type", "Q8_0", "--json")
+    code, out, err = gl("plan", "lint", map_file, "--model", synthetic_model, "--base-type", "Q8_0", "--json")
     assert (code, out) == (new[0], new[1])
     assert err == f"gl: warning: `gl plan lint MAP --model MODEL` {DEPRECATED} `gl plan lint MODEL --map MAP`\n"
 
 
-def test_plan_lint_imatrix_names_a_file_and_the_old_flag_still_works(gl, model, map_file, imatrix):
-    with_file = json.loads(gl("plan", "lint", model, "--map", map_file, "--base-type", "IQ2_XS", "--imatrix",
+def test_plan_lint_imatrix_names_a_file_and_the_old_flag_still_works(gl, synthetic_model, map_file, imatrix):
+    with_file = json.loads(gl("plan", "lint", synthetic_model, "--map", map_file, "--base-type", "IQ2_XS", "--imatrix",
                               imatrix, "--json")[1])
-    without = json.loads(gl("plan", "lint", model, "--map", map_file, "--base-type", "IQ2_XS", "--json")[1])
+    without = json.loads(gl("plan", "lint", synthetic_model, "--map", map_file, "--base-type", "IQ2_XS", "--json")[1])
     assert "needs-imatrix" in {f["code"] for f in without["findings"]}
     assert "needs-imatrix" not in {f["code"] for f in with_file["findings"]}
-    code, out, err = gl("plan", "lint", model, "--map", map_file, "--base-type", "IQ2_XS", "--imatrix", "--json")
+    code, out, err = gl("plan", "lint", synthetic_model, "--map", map_file, "--base-type", "IQ2_XS", "--imatrix",
+                        "--json")
     assert json.loads(out)["findings"] == with_file["findings"]
     assert err == f"gl: warning: --imatrix without a FILE {DEPRECATED} --imatrix FILE (the importance matrix " \
                   f"llama-quantize will get)\n"
@@ -110,10 +106,10 @@ def test_modelfile_commands_take_the_model_as_model_and_still_accept_gguf(gl, tm
 
 @pytest.mark.parametrize("command", [["inspect"], ["predict", "-q", "Q2_K"], ["plan", "--recipe", "uniform",
                                                                               "--type", "Q8_0"]])
-def test_format_json_and_json_are_one_option(gl, model, command):
-    assert gl(*command[:1], model, *command[1:], "--format", "json")[1] == \
-        gl(*command[:1], model, *command[1:], "--json")[1]
-    code, _, err = gl(*command[:1], model, *command[1:], "--json", "--format", "text")
+def test_format_json_and_json_are_one_option(gl, synthetic_model, command):
+    assert gl(*command[:1], synthetic_model, *command[1:], "--format", "json")[1] == \
+        gl(*command[:1], synthetic_model, *command[1:], "--json")[1]
+    code, _, err = gl(*command[:1], synthetic_model, *command[1:], "--json", "--format", "text")
     assert code == 2 and "gl: error: --json and --format text contradict each other; give one" in err
 
 

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from synth import SynthSpec, write_model
 from imatrix_files import forward_pass_entries, write_gguf_imatrix
 from conftest import install_dist
 
@@ -74,13 +73,6 @@ def site(plugin_site):
     return plugin_site
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    p = tmp_path_factory.mktemp("model") / "m.gguf"
-    write_model(p, SynthSpec(n_layer=2, hidden=256, ffn=512))
-    return p
-
-
 @pytest.fixture
 def run(gl, monkeypatch):
     """gl in this process, with gl-boom installed; no traceback, whatever the plugin does."""
@@ -93,8 +85,8 @@ def run(gl, monkeypatch):
     return run
 
 
-def test_a_raising_predictor_is_named_and_the_others_still_answer(site, run, model):
-    r = run("predict", model, "--quant", "Q2_K", "--json")
+def test_a_raising_predictor_is_named_and_the_others_still_answer(site, run, synthetic_model):
+    r = run("predict", synthetic_model, "--quant", "Q2_K", "--json")
     assert r.returncode == 1
     assert "predictor 'boom' (plugin gl-boom) failed on Q2_K: RuntimeError: predictor exploded" in r.stderr
     rows = {p["predictor"]: p for p in json.loads(r.stdout)}
@@ -103,44 +95,44 @@ def test_a_raising_predictor_is_named_and_the_others_still_answer(site, run, mod
     assert rows["ffn-ratio"]["verdict"] in ("ok", "risky", "fails", "unknown")
 
 
-def test_a_raising_recipe_is_one_sentence_and_the_built_in_ones_still_work(site, run, model):
-    r = run("plan", model, "--recipe", "boom")
+def test_a_raising_recipe_is_one_sentence_and_the_built_in_ones_still_work(site, run, synthetic_model):
+    r = run("plan", synthetic_model, "--recipe", "boom")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded\n"
-    r = run("plan", model, "--recipe", "uniform", "--type", "Q4_K")
+    r = run("plan", synthetic_model, "--recipe", "uniform", "--type", "Q4_K")
     assert r.returncode == 0, r.stderr
     assert "llama-quantize" in r.stdout
 
 
-def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(site, run, model, tmp_path):
+def test_an_auditor_raising_while_iterating_leaves_the_coverage_audit_intact(site, run, synthetic_model, tmp_path):
     from gl_plugins.facts import load_facts
 
-    facts = load_facts(model)
+    facts = load_facts(synthetic_model)
     imx = write_gguf_imatrix(tmp_path / "i.gguf", forward_pass_entries(facts, skip=lambda n: "attn_k" in n))
-    r = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
+    r = run("imatrix", "audit", synthetic_model, "--imatrix", imx, "--quant", "IQ2_XXS", "--json")
     assert r.returncode == 1
     assert f"{WHO} auditor 'boom'.audit: RuntimeError: auditor exploded while iterating" in r.stderr
     doc = json.loads(r.stdout)
     assert doc["missing"] == ["blk.0.attn_k.weight", "blk.1.attn_k.weight"]
     assert any(f["source"] == "coverage" and f["severity"] == "error" for f in doc["findings"])
     # without the broken plugin the same audit fails only on its findings
-    clean = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M", env={"GL_PLUGINS": ""})
-    r = run("imatrix", "audit", model, "--imatrix", imx, "--quant", "Q4_K_M")
+    clean = run("imatrix", "audit", synthetic_model, "--imatrix", imx, "--quant", "Q4_K_M", env={"GL_PLUGINS": ""})
+    r = run("imatrix", "audit", synthetic_model, "--imatrix", imx, "--quant", "Q4_K_M")
     assert (clean.returncode, r.returncode) == (0, 1)
     assert "gl: 1 plugin failure(s); the results above are incomplete" in r.stderr
 
 
-def test_a_raising_recipe_in_gl_quantize_writes_nothing(site, run, model, tmp_path):
+def test_a_raising_recipe_in_gl_quantize_writes_nothing(site, run, synthetic_model, tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
-    r = run("quantize", model, folder / "q.gguf", "--recipe", "boom")
+    r = run("quantize", synthetic_model, folder / "q.gguf", "--recipe", "boom")
     assert r.returncode == 1
     assert f"gl: error: {WHO} recipe 'boom'.plan: RuntimeError: recipe exploded" in r.stderr
     assert list(folder.iterdir()) == []
 
 
-def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_report(site, run, model):
-    r = run("validate", model, "--only", "structure,boom", "--json")
+def test_a_raising_validator_fails_the_file_and_the_built_in_validators_still_report(site, run, synthetic_model):
+    r = run("validate", synthetic_model, "--only", "structure,boom", "--json")
     assert r.returncode == 1
     assert f"{WHO} validator 'boom'.validate: RuntimeError: validator exploded" in r.stderr
     doc = json.loads(r.stdout)

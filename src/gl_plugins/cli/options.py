@@ -68,7 +68,8 @@ def chosen_format(fmt: str | None, as_json: bool) -> str:
 def output_format(*choices: str):
     """``--format`` (``choices``, text first) and its alias ``--json``; the command receives ``fmt``."""
     choices = choices or ("text", "json")
-    kinds = {"text": "text (default)", "json": "json (same as --json)", "sarif": "sarif (SARIF 2.1.0 for code scanning)"}
+    kinds = {"text": "text (default)", "json": "json (same as --json)",
+             "sarif": "sarif (SARIF 2.1.0 for code scanning)"}
 
     def deco(f):
         @functools.wraps(f)

@@ -26,7 +26,7 @@ def plugins_cmd(fmt):
     else:
         for r in rows:
             kind = "built-in" if r["builtin"] else (r["distribution"] or "registered in process")
-            click.echo(f"{r['name']}  {r['version']}  ({kind})")
+            click.echo(f"{r['name']}  " + (f"{r['version']}  " if r["version"] else "") + f"({kind})")
             for hook in r["hooks"]:
                 names = [x["name"] + (f" ({_OUTCOME[x['outcome']].format(other=x.get('other'))})"
                                       if x["outcome"] != "registered" else "")

@@ -280,7 +280,8 @@ def plugin_list(reserved=()) -> list[dict]:
                 continue
             registered[hook] = [{"name": r.name, "outcome": r.outcome, **({"other": r.other} if r.other else {})}
                                 for r in logs[hook] if r.plugin == name]
-        out.append({"name": name, "version": dist.split(" ", 1)[1] if dist else __version__,
+        version = dist.split(" ", 1)[1] if dist else (__version__ if name in DEFAULT_PLUGINS else None)
+        out.append({"name": name, "version": version,
                     "builtin": name in DEFAULT_PLUGINS,
                     "distribution": dist.split(" ", 1)[0] if dist else ("gl-plugins" if name in DEFAULT_PLUGINS
                                                                         else None),

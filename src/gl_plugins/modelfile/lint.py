@@ -16,9 +16,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import InputError
 from gl_plugins.findings import Finding
+from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.publish.names import is_valid
 
 SOURCE = "modelfile-lint"

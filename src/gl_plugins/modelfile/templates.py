@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 
-from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import GLError
+from gl_plugins.modelfile import parse as mfmod
 
 FAMILIES = ("gemma3", "gemma4", "llama3", "qwen2.5", "mistral", "phi4")
 ALIASES = {"chatml": "qwen2.5", "qwen2": "qwen2.5", "qwen": "qwen2.5", "qwen3": "qwen2.5", "gemma": "gemma3",

@@ -22,11 +22,11 @@ import click
 
 from gl_plugins.errors import GLError
 from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type, tensor_bytes
-from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan
-from gl_plugins.plan import type_choice as qh
-from gl_plugins.plan.tensor_map import rules_for
-from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT, is_ple, layer_of, quantizable, role, why_not_quantizable
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT, is_ple, layer_of, quantizable, role, why_not_quantizable
+from gl_plugins.plan import type_choice as qh
+from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan
+from gl_plugins.plan.tensor_map import rules_for
 
 
 

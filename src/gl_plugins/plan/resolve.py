@@ -25,8 +25,8 @@ from functools import lru_cache
 
 from gl_plugins.errors import GLError
 from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype, get_type, tensor_bytes
-from gl_plugins.plan import type_choice as qh
 from gl_plugins.model.tensors import weight_order_key, why_not_quantizable
+from gl_plugins.plan import type_choice as qh
 
 
 # Types llama-quantize can write (each is the default type of some file type).

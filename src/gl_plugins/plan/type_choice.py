@@ -1,7 +1,8 @@
 """llama-quantize's own choice of tensor types, ported from ``src/llama-quant.cpp``.
 
-This is a line-by-line port of the pinned llama.cpp's ``tensor_get_category``, ``llama_tensor_get_type_impl`` (the per-file-type mixtures
-that make Q2_K, Q3_K_S, Q4_K_M … more than one type), ``tensor_type_fallback`` and
+This is a line-by-line port of the pinned llama.cpp's ``tensor_get_category``,
+``llama_tensor_get_type_impl`` (the per-file-type mixtures that make Q2_K,
+Q3_K_S, Q4_K_M … more than one type), ``tensor_type_fallback`` and
 ``tensor_requires_imatrix``. It decides what a plain ``llama-quantize IN OUT FTYPE``
 does to each tensor. Counters (``i_attention_wv``, ``i_ffn_down`` …) advance in
 llama.cpp's tensor order and only when the mixture is consulted, exactly as there.

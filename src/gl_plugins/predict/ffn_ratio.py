@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import click
 
-from gl_plugins.model.tensors import layer_ranges
-from gl_plugins.predict.predictions import Prediction, quant_bits
-from gl_plugins.predict import calibration
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import layer_ranges
+from gl_plugins.predict import calibration
+from gl_plugins.predict.predictions import Prediction, quant_bits
 
 DEFAULT_BAND = (3.0, 5.5)
 

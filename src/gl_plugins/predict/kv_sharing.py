@@ -14,11 +14,11 @@ imatrix with ``gl imatrix audit``.
 
 from __future__ import annotations
 
+from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model import derived_tensors
 from gl_plugins.model.tensors import layer_of, layer_ranges
 from gl_plugins.plan.resolve import resolve, stock_plan
 from gl_plugins.predict.predictions import Prediction
-from gl_plugins.model import derived_tensors
-from gl_plugins.hookspecs import hookimpl
 
 
 def pin_rule(layers: list[int], row_width: int) -> str:

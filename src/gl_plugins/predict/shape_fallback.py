@@ -15,13 +15,13 @@ would not get the type asked for.
 
 from __future__ import annotations
 
-from gl_plugins.plan import type_choice as qh
 from gl_plugins.ggml_types import FTYPES, TYPES_BY_NAME, get_ftype
+from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model import derived_tensors
+from gl_plugins.model.tensors import OUTPUT
+from gl_plugins.plan import type_choice as qh
 from gl_plugins.plan.resolve import resolve, stock_plan
 from gl_plugins.predict.predictions import Prediction
-from gl_plugins.model import derived_tensors
-from gl_plugins.hookspecs import hookimpl
-from gl_plugins.model.tensors import OUTPUT
 
 RISKY_SHARE = 0.10  # of the quantized weights
 

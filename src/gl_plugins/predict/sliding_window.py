@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from gl_plugins.model.tensors import layer_ranges
-from gl_plugins.predict.predictions import Prediction, is_two_bit_class
-from gl_plugins.predict import calibration
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import layer_ranges
+from gl_plugins.predict import calibration
+from gl_plugins.predict.predictions import Prediction, is_two_bit_class
 
 
 class SlidingWindow:

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import GLError, InputError, read_input
 from gl_plugins.findings import Finding
+from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.publish.names import part_problem
 
 if sys.version_info >= (3, 11):

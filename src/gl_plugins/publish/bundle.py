@@ -17,11 +17,11 @@ from pathlib import Path
 
 from gl_plugins import digests
 from gl_plugins.atomic import atomic_write
-from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import GLError
+from gl_plugins.hookspecs import hookimpl
+from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.modelfile.templates import compose
 from gl_plugins.publish.prepare import PublishRequest, PublishResult
-from gl_plugins.hookspecs import hookimpl
 
 MODELFILE = "Modelfile"
 REQUEST = "create-request.json"

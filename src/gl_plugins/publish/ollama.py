@@ -17,12 +17,12 @@ import struct
 import time
 
 from gl_plugins import digests
-from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.errors import GLError
-from gl_plugins.publish.prepare import PublishRequest, PublishResult
-from gl_plugins.redaction import redact
-from gl_plugins.publish.retry import describe, with_retry
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.modelfile import parse as mfmod
+from gl_plugins.publish.prepare import PublishRequest, PublishResult
+from gl_plugins.publish.retry import describe, with_retry
+from gl_plugins.redaction import redact
 
 CHUNK = 4 << 20
 DIGEST_IN_PATH = re.compile(r"sha256[-:]([0-9a-f]{64})")

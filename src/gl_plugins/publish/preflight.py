@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 from gl_plugins.atomic import atomic_write
-from gl_plugins.project.config import Config, Variant
 from gl_plugins.errors import GLError, InputError
 from gl_plugins.findings import Finding
+from gl_plugins.project.config import Config, Variant
 
 
 def _base_path(variant: Variant) -> Path | None:

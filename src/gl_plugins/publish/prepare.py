@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gl_plugins import digests
-from gl_plugins.modelfile import parse as mfmod
-from gl_plugins.project.config import Config, PublishSettings, Variant
 from gl_plugins.errors import GLError
 from gl_plugins.findings import Finding, has_errors
+from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.modelfile.lint import ChatInfo, chat_info, lint_modelfile
 from gl_plugins.modelfile.templates import compose, detect_family, family_name, template
+from gl_plugins.project.config import Config, PublishSettings, Variant
 from gl_plugins.publish.names import ModelName, parse_name
 
 

@@ -24,7 +24,8 @@ from gl_plugins.errors import ToolError
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-completion")
 TYPES_HELPER = "gl-ggml-types"
-THREADS = 2  # default for every tool gl runs; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
+# threads for every tool gl runs; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
+THREADS = 2
 
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",

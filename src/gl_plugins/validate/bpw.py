@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 
 from gl_plugins.findings import Finding
-from gl_plugins.model.tensors import EMBEDDINGS
 from gl_plugins.hookspecs import hookimpl
+from gl_plugins.model.tensors import EMBEDDINGS
 
 
 

@@ -12,11 +12,18 @@ from pathlib import Path
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C reaches the process as in a terminal, even when the suite itself was started in the
+    background by a shell without job control (which starts its children with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_gl(*args, env=None, cwd=None) -> subprocess.Popen:
     """``gl ARGS`` as a real process (text stdout/stderr captured)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "gl_plugins", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd)
+                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
+                            preexec_fn=_as_in_a_terminal)
 
 
 def wait_for(what: str, predicate, proc: subprocess.Popen, timeout: float = 120.0, poll: float = 0.01):

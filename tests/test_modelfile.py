@@ -139,10 +139,18 @@ def test_crlf_line_numbers_count_once():
 def test_family_templates_round_trip(family):
     m = template(family)
     assert m.from_ == "./model.gguf"
-    assert m.template and m.all("PARAMETER")
+    assert (m.template or m.last("RENDERER")) and m.all("PARAMETER")
     again = mf.parse(mf.render(m, header="re-rendered"))
     assert again.same(m)
-    assert "TEMPLATE" in template_text(family)
+    assert ("TEMPLATE" if m.template else "RENDERER") in template_text(family)
+
+
+def test_gemma4_is_rendered_by_ollama_with_the_library_parameters():
+    """Ollama renders Gemma 4 itself (server/create.go createModel); a TEMPLATE would go unused."""
+    m = template("gemma4")
+    assert (m.template, m.last("RENDERER"), m.last("PARSER"), m.last("REQUIRES")) == (None, "gemma4", "gemma4",
+                                                                                       "0.20.0")
+    assert mf.typed_parameters(m) == {"stop": ["<turn|>"], "temperature": 1.0, "top_k": 64, "top_p": 0.95}
 
 
 def test_gemma3_template_has_ollamas_library_parameters():

@@ -60,12 +60,12 @@ def test_bos_and_eos_referenced_by_name_count_as_used(tmp_path):
 def test_each_family_template_is_clean_on_its_own_vocabulary(tmp_path):
     vocab = {"gemma3": ["<start_of_turn>", "<end_of_turn>"], "gemma4": ["<|turn>", "<turn|>"],
              "llama3": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-             "qwen2.5": ["<|im_start|>", "<|im_end|>"], "mistral": ["[INST]", "[/INST]", "</s>"],
-             "phi4": ["<|im_start|>", "<|im_end|>", "<|im_sep|>"]}
+             "qwen2.5": ["<|im_start|>", "<|im_end|>"], "qwen3": ["<|im_start|>", "<|im_end|>"],
+             "mistral": ["[INST]", "[/INST]", "</s>"], "phi4": ["<|im_start|>", "<|im_end|>", "<|im_sep|>"]}
     assert set(vocab) == set(FAMILIES)
     for fam, toks in vocab.items():
         # Phi-4 GGUFs say phi3; Llama 3 and Mistral both say llama: the vocabulary decides
-        arch = "phi3" if fam == "phi4" else "llama"
+        arch = {"phi4": "phi3", "qwen3": "qwen3"}.get(fam, "llama")
         gguf = tiny_gguf.write(tmp_path / f"{fam}.gguf", arch=arch, tokens=["<unk>", "<s>", *toks],
                                chat_template=None)
         info = chat_info(gguf)

@@ -26,7 +26,17 @@ SOURCE = "modelfile-lint"
 # special-token spellings: <|im_start|>, <|turn>, <turn|>, <start_of_turn>, </s>, [INST], [/INST]
 MARKER_RE = re.compile(r"<\|[^<>|\s]{1,48}\|>|<\|[A-Za-z_][\w.]{0,47}>|<[A-Za-z_][\w.]{0,47}\|>"
                        r"|</?[A-Za-z_][\w]{0,47}>|\[/?[A-Z][A-Z_]{1,30}\]")
-_SEMVER_RE = re.compile(r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+# REQUIRES as parser/parser.go reads it: a "v" is put in front unless there, then golang.org/x/mod
+# semver.IsValid: vMAJOR, vMAJOR.MINOR or vMAJOR.MINOR.PATCH[-pre][+build], no leading zeros
+_NUM = r"(?:0|[1-9][0-9]*)"
+_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_SEMVER_RE = re.compile(rf"v{_NUM}(?:\.{_NUM}(?:\.{_NUM}(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?"
+                        rf"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?)?)?")
+# tool and thinking markers: special tokens in some vocabularies, plain text in others; a model whose
+# vocabulary lacks them still chats, it only cannot call tools or think in that format
+CAPABILITY_MARKERS = ("<tools>", "</tools>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+                      "<think>", "</think>", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]",
+                      "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
 
 
 class Vocabulary:
@@ -211,10 +221,6 @@ def lint_modelfile(mf: mfmod.Modelfile, *, base_dir: str | os.PathLike | None = 
             except ValueError as e:
                 out.append(_finding("error", "modelfile-parameter-type", str(e), path, c.line))
                 continue
-            if c.key == "typical_p":
-                out.append(_finding("warning", "modelfile-typical-p",
-                                    "recent Ollama versions refuse typical_p as a model parameter", path,
-                                    c.line, hint="pass typical_p as a request option instead"))
             slot = f"PARAMETER {c.key}"
             if c.key in mfmod.LIST_PARAMETERS:
                 continue
@@ -229,9 +235,21 @@ def lint_modelfile(mf: mfmod.Modelfile, *, base_dir: str | os.PathLike | None = 
         seen[slot] = c
 
     for c in mf.all("REQUIRES"):
-        if not _SEMVER_RE.fullmatch(c.value):
+        if not requires_valid(c.value):
             out.append(_finding("error", "modelfile-requires", f"REQUIRES {c.value!r} is not a version "
-                                "like 0.14.0", path, c.line))
+                                "like 0.14.0", path, c.line,
+                                hint="Ollama reads it as semver with a v in front: 0, 0.14, 0.14.0 or "
+                                     "0.14.0-rc1; no leading zeros"))
+    if check_from:
+        from_paths = {mfmod.expand_from(c.value, base) for c in froms}
+        for c in mf.all("DRAFT"):
+            target = mfmod.expand_from(c.value, base)
+            if target in from_paths:
+                out.append(_finding("error", "modelfile-draft", f"DRAFT {c.value} is the FROM file", path, c.line,
+                                    hint="DRAFT names a smaller model that proposes tokens for the FROM model"))
+            elif not target.exists():
+                out.append(_finding("error", "modelfile-draft", f"DRAFT {c.value}: no such file", path, c.line,
+                                    hint=f"DRAFT must name a local GGUF; the path is read relative to {base}"))
     for c in mf.all("TEMPLATE"):
         problem = _template_balance(c.value)
         if problem:
@@ -239,9 +257,10 @@ def lint_modelfile(mf: mfmod.Modelfile, *, base_dir: str | os.PathLike | None = 
 
     template_cmd = (mf.all("TEMPLATE") or [None])[-1]
     stops = [c for c in mf.parameter_commands() if c.key == "stop"]
-    if template_cmd is None:
+    rendered = bool(mf.all("RENDERER") or mf.all("PARSER"))
+    if template_cmd is None and not rendered and not (gguf is not None and gguf.chat_template):
         out.append(_finding("warning", "modelfile-no-template", "no TEMPLATE", path,
-                            hint="without TEMPLATE Ollama guesses from the GGUF's chat template, or sends the "
+                            hint="without TEMPLATE, RENDERER or a chat template in the GGUF, Ollama sends the "
                                  "raw prompt; use a template from modelfiles/"))
     if not stops:
         out.append(_finding("warning", "modelfile-no-stop", "no PARAMETER stop", path,
@@ -262,7 +281,7 @@ def _against_gguf(mf, path, gguf: ChatInfo, template_cmd, stops) -> list[Finding
                                 hint="this stop can never match; use the end-of-turn token of the model's family"))
     if template_cmd is None:
         return out
-    used = markers(template_cmd.value)
+    used = [m for m in markers(template_cmd.value) if m not in CAPABILITY_MARKERS]
     if gguf.tokens:
         missing = [m for m in used if m not in gguf.tokens]
         if missing:
@@ -282,6 +301,11 @@ def _against_gguf(mf, path, gguf: ChatInfo, template_cmd, stops) -> list[Finding
                                 hint="pick the modelfiles/ template of the model's family (or set family in gl.toml)",
                                 evidence="chat template markers: " + (", ".join(turn_markers) or "none")))
     return out
+
+
+def requires_valid(value: str) -> bool:
+    """Whether Ollama's Modelfile parser accepts this REQUIRES value."""
+    return bool(_SEMVER_RE.fullmatch(value if value.startswith("v") else "v" + value))
 
 
 def lint_file(path: str | os.PathLike, *, gguf: ChatInfo | None = None, check_from: bool = True) -> list[Finding]:

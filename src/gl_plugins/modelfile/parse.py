@@ -32,8 +32,9 @@ INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE",
                 "REQUIRES", "RENDERER", "PARSER", "DRAFT")
 ROLES = ("system", "user", "assistant")
 
+# the json tags of api.Options and api.Runner (api/types.go), typed as api.FormatParams parses them
 INT_PARAMETERS = ("num_ctx", "num_predict", "num_keep", "seed", "top_k", "repeat_last_n", "num_batch",
-                  "num_gpu", "main_gpu", "num_thread")
+                  "num_gpu", "main_gpu", "num_thread", "draft_num_predict")
 FLOAT_PARAMETERS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
                     "frequency_penalty")
 BOOL_PARAMETERS = ("use_mmap",)

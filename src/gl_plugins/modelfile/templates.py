@@ -15,12 +15,12 @@ from importlib import resources
 from gl_plugins.errors import GLError
 from gl_plugins.modelfile import parse as mfmod
 
-FAMILIES = ("gemma3", "gemma4", "llama3", "qwen2.5", "mistral", "phi4")
-ALIASES = {"chatml": "qwen2.5", "qwen2": "qwen2.5", "qwen": "qwen2.5", "qwen3": "qwen2.5", "gemma": "gemma3",
+FAMILIES = ("gemma3", "gemma4", "llama3", "qwen2.5", "qwen3", "mistral", "phi4")
+ALIASES = {"chatml": "qwen2.5", "qwen2": "qwen2.5", "qwen": "qwen2.5", "gemma": "gemma3",
            "gemma3n": "gemma3", "llama": "llama3"}
 # GGUF general.architecture -> family, where the architecture alone decides it
 ARCHITECTURES = {"gemma3": "gemma3", "gemma3n": "gemma3", "gemma3_text": "gemma3", "gemma4": "gemma4",
-                 "qwen2": "qwen2.5", "qwen2moe": "qwen2.5", "qwen3": "qwen2.5", "qwen3moe": "qwen2.5",
+                 "qwen2": "qwen2.5", "qwen2moe": "qwen2.5", "qwen3": "qwen3", "qwen3moe": "qwen3",
                  "mistral3": "mistral"}
 # (marker, family), most specific first: phi4 uses ChatML markers plus <|im_sep|>
 SIGNATURES = (("<|turn>", "gemma4"), ("<start_of_turn>", "gemma3"), ("<|start_header_id|>", "llama3"),
@@ -47,13 +47,15 @@ def template(family: str) -> mfmod.Modelfile:
 
 
 def detect_family(info) -> tuple[str | None, str]:
-    """(family, why) for a :class:`~gl_plugins.modelfile_lint.ChatInfo`; family None when unknown."""
+    """(family, why) for a :class:`~gl_plugins.modelfile.lint.ChatInfo`; family None when unknown."""
     arch = info.architecture or "?"
     if arch in ARCHITECTURES:
         return ARCHITECTURES[arch], f"GGUF architecture {arch}"
     if info.chat_template:
         for marker, fam in SIGNATURES:
             if marker in info.chat_template:
+                if fam == "qwen2.5" and "<think>" in info.chat_template:
+                    return "qwen3", f"the GGUF's chat template uses {marker} and <think>"
                 return fam, f"the GGUF's chat template uses {marker}"
     for marker, fam in SIGNATURES:
         if marker in info.tokens and (fam != "phi4" or arch == "phi3"):

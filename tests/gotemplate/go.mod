@@ -1,0 +1,3 @@
+module gl/tests/gotemplate
+
+go 1.21

@@ -57,3 +57,21 @@ def test_build_is_portable(llama_bin):
         asm = subprocess.run([objdump, "-d", str(llama_bin / tool)], capture_output=True, text=True).stdout
         assert "%zmm" not in asm, f"{tool} holds AVX-512 instructions"
         assert "%ymm" in asm, f"{tool} holds no AVX2 code"
+
+
+def test_a_second_install_waits_for_the_first(tmp_path):
+    """Two gl processes building into one cache: the second waits on the lock instead of wiping the first's build."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys; from pathlib import Path; from gl_plugins.toolchain.llamacpp import _install_lock\n"
+            "with _install_lock(Path(sys.argv[1]), lambda m: print(m, flush=True)):\n"
+            "    print('got it', flush=True)\n")
+    with llamacpp._install_lock(tmp_path, lambda m: None):
+        p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        first = p.stdout.readline()
+        assert first.startswith(f"another gl is building llama.cpp in {tmp_path}; waiting")
+        time.sleep(0.5)
+        assert p.poll() is None  # still waiting while the lock is held
+    assert p.stdout.readline() == "got it\n" and p.wait(timeout=30) == 0

@@ -10,6 +10,7 @@ machines with quantized models.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -168,14 +169,47 @@ def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
         raise ToolError(f"`{' '.join(cmd[:3])} …` failed with status {rc}:\n" + "\n".join(tail))
 
 
-def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
-    """Build the llama.cpp tools into the cache; returns the bin folder."""
-    from tqdm import tqdm
+def _installed(bin_dir: Path) -> bool:
+    return all((bin_dir / t).exists() for t in (*TOOLS, TYPES_HELPER))
 
+
+@contextlib.contextmanager
+def _install_lock(folder: Path, echo):
+    """One build at a time per cache: a second gl waits for the first, then uses its tools."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".install.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"another gl is building llama.cpp in {folder}; waiting for it ...")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
+    """Build the llama.cpp tools into the cache; returns the bin folder.
+
+    Concurrent installs into one cache are serialised by a lock; the one that waited finds the
+    tools in place and returns them.
+    """
     final = install_dir()
     bin_dir = final / "bin"
-    if not force and all((bin_dir / t).exists() for t in (*TOOLS, TYPES_HELPER)):
+    if not force and _installed(bin_dir):
         return bin_dir
+    with _install_lock(final.parent, echo):
+        if not force and _installed(bin_dir):  # built by the gl we waited for
+            return bin_dir
+        return _install(final, bin_dir, jobs, echo)
+
+
+def _install(final: Path, bin_dir: Path, jobs: int | None, echo) -> Path:
+    from tqdm import tqdm
+
     if not shutil.which("cmake"):
         raise ToolError("cmake is needed to build llama.cpp; install it (pip install cmake)")
     ninja = _ninja()

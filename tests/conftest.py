@@ -48,6 +48,14 @@ def gemma_f16(llama_bin) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen_f16(llama_bin) -> Path:
+    """The real Qwen2.5-Coder-1.5B-Instruct as an F16 base (3.56 GB; every K- and IQ-type applies)."""
+    from gl_plugins.toolchain.samples import provision
+
+    return provision("qwen2.5-coder-1.5b-f16")
+
+
+@pytest.fixture(scope="session")
 def synthetic_model(tmp_path_factory) -> Path:
     """A small synthetic llama GGUF (2 layers, hidden 256, FFN 512) that llama-quantize accepts."""
     from synth import SynthSpec, write_model

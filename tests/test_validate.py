@@ -31,7 +31,7 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("GL_THREADS", "1")
 
 
-VALIDATORS = ["structure", "plan-match", "bpw", "loads", "generation", "perplexity"]
+VALIDATORS = ["structure", "plan-match", "bpw", "loads", "generation", "perplexity", "kld"]
 QUIET = dict(progress=False, echo=lambda m: None)
 
 
@@ -87,7 +87,15 @@ def test_sensible_q4_plan_passes_every_validator(gl, sensible, gemma_f16):
         assert mine, f"{name} reported nothing"
         assert not [f for f in mine if f["severity"] == "error" or f["code"] == "validator-skipped"], mine
     codes = {f["code"] for f in doc["findings"]}
-    assert {"structure-ok", "plan-match-ok", "bpw-measured", "loads-ok", "perplexity-ok"} <= codes
+    assert {"structure-ok", "plan-match-ok", "bpw-measured", "loads-ok", "perplexity-ok", "kld-ok"} <= codes
+    # KL divergence against the base: a stock Q4_K_M of Gemma 3 270M measured 0.0049 here (docs/validate.md)
+    kld = doc["kld"]
+    assert set(kld) == {"mean", "median", "p99", "p999", "max", "same_top_p", "rms_dp", "ppl_ratio"}
+    assert 0 < kld["mean"] < 0.05 and kld["median"] <= kld["p99"] <= kld["p999"] <= kld["max"]
+    assert 0.9 < kld["same_top_p"] <= 1  # a fraction, not a percentage
+    assert doc["figures"]["kld"] == kld
+    (ok,) = [f for f in _findings(doc, "kld") if f["code"] == "kld-ok"]
+    assert "mean KLD" in ok["message"] and " ± " in ok["message"] and "4 x 512 tokens" in ok["message"]
     assert doc["bpw"] == pytest.approx(7.358, abs=0.005)  # what llama-quantize reported for this plan
     assert doc["figures"]["predicted_bpw"] == pytest.approx(doc["bpw"], abs=0.001)
     # the base came from the provenance; its perplexity and the ratio are in the report
@@ -116,6 +124,11 @@ def test_destroyed_model_fails_generation_and_perplexity_with_evidence(gl, destr
     assert ppl["code"] == "perplexity-ratio" and "above the limit 1.5" in ppl["message"]
     assert doc["perplexity"] > 100 * doc["base_perplexity"]
     assert ppl["evidence"].splitlines()[0] == "chunk  quant     base"
+    # and the KL divergence says so too: every gate of the kld validator is broken
+    (kld,) = [f for f in _findings(doc, "kld") if f["severity"] == "error"]
+    assert kld["code"] == "kld-limit"
+    assert "mean KLD" in kld["message"] and "p99 KLD" in kld["message"] and "top token" in kld["message"]
+    assert doc["kld"]["mean"] > 5 and doc["kld"]["same_top_p"] < 0.2
 
 
 def test_plan_mismatch_fails_plan_match(gl, mapped, work):

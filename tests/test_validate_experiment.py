@@ -54,6 +54,21 @@ def test_experiment_records_an_outcome_predict_scores(gl, gemma_f16, tmp_path):
     assert scores["ffn-ratio"]["details"][0]["verdict"] == "fails"  # 3.2× is inside the lab's band
     assert scores["ffn-ratio"]["right"] == 1
 
+    # the KL divergence against the base is in the record (FACTS: stock Q2_K of this model measured 0.56)
+    assert 0.2 < figures["kld_mean"] < 1.5 and figures["kld_p99"] > figures["kld_mean"]
+    assert 0 < figures["kld_same_top_p"] < 1 and figures["loop_share"] is not None
+    # and predictors can be scored on it: judged by KLD alone the same file "works" under a loose gate ...
+    code, out, err = gl("predict", "--evidence", ev, "--json", "--max-kld", "2")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["judged_by"] == "works when mean KLD <= 2" and doc["left_out"] == 0
+    ffn = next(s for s in doc["scores"] if s["predictor"] == "ffn-ratio")
+    assert (ffn["right"], ffn["wrong"]) == (0, 1)  # ffn-ratio said "fails"
+    # ... and "fails" under a strict one
+    code, out, err = gl("predict", "--evidence", ev, "--max-kld", "0.1")
+    assert code == 0, err
+    assert "outcomes judged by the measured figures: works when mean KLD <= 0.1; 0 observation(s)" in out
+
 
 def test_experiment_refuses_a_type_llama_quantize_does_not_have(gl, gemma_f16, tmp_path):
     code, _, stderr = gl("experiment", gemma_f16, "--quant", "Q3_XL", "--evidence", tmp_path / "e.jsonl")

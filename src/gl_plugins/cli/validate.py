@@ -68,6 +68,9 @@ def print_report(report) -> None:
         if fig.get("base_perplexity") is not None:
             ppl += f" (base {fig['base_perplexity']:.3f}, ratio {fig['perplexity_ratio']:.3f})"
         shown.append(ppl)
+    if fig.get("kld"):
+        k = fig["kld"]
+        shown.append(f"mean KLD {k['mean']:.4f} (p99 {k['p99']:.3f}, same top token {k['same_top_p']:.1%})")
     verdict = "passed" if report.passed else "FAILED"
     click.echo(f"{report.path}: {verdict}: {summary(report.findings)}" + (f"; {', '.join(shown)}" if shown else ""))
 
@@ -120,6 +123,19 @@ def validate(model, base, plan_path, only, settings, target_bpw, fmt):
 
 # ---------------------------------------------------------------- experiment
 
+FIGURES = ("bpw", "predicted_bpw", "perplexity", "base_perplexity", "perplexity_ratio", "collapsed_prompts",
+           "prompts", "loop_share")
+
+
+def evidence_figures(figures: dict) -> dict:
+    """The numbers an evidence line keeps: the figures above, and the KLD ones as ``kld_mean`` …"""
+    out = {k: figures[k] for k in FIGURES if isinstance(figures.get(k), (int, float))}
+    for k, v in (figures.get("kld") or {}).items():
+        if isinstance(v, (int, float)):
+            out[f"kld_{k}"] = v
+    return out
+
+
 def observation(model_path, facts, quant: str, report, note: str = "") -> dict:
     """An evidence line (the format ``gl predict --evidence`` reads) for one validated quantization."""
     errors = [f for f in report.findings if f.severity == "error"]
@@ -129,9 +145,7 @@ def observation(model_path, facts, quant: str, report, note: str = "") -> dict:
             note = f"gl experiment: {', '.join(codes)}: {errors[0].message}"
         else:
             note = "gl experiment: every validator passed"
-    keys = ("bpw", "predicted_bpw", "perplexity", "base_perplexity", "perplexity_ratio", "collapsed_prompts",
-            "prompts")
-    figures = {k: report.figures[k] for k in keys if isinstance(report.figures.get(k), (int, float))}
+    figures = evidence_figures(report.figures)
     return {"model": os.fspath(model_path), "facts": facts.to_dict(with_tensors=False), "quant": quant,
             "outcome": "works" if report.passed else "fails", "note": note[:500], "figures": figures}
 

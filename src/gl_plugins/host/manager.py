@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "gl_plugins.validate.loads",
     "gl_plugins.validate.generation",
     "gl_plugins.validate.perplexity",
+    "gl_plugins.validate.kld",
     "gl_plugins.publish.ollama",
     "gl_plugins.publish.bundle",
 )

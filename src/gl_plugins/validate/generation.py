@@ -123,6 +123,8 @@ class Generation:
         n_bad = len(degenerate) + len(loops)
         ctx.figures["collapsed_prompts"] = n_bad
         ctx.figures["prompts"] = len(PROMPTS)
+        # the share of the prompts judged (those the base does not collapse on too) that collapsed
+        ctx.figures["loop_share"] = round(n_bad / considered, 4) if considered else None
         base_note = f"; {excused} excused because the base collapses there too" if excused else ""
         if not n_bad:
             out.append(Finding("info", "generation-ok", f"no collapse on {considered} prompts{base_note}",

@@ -20,7 +20,7 @@ from pathlib import Path
 from gl_plugins.errors import GLError, InputError
 from gl_plugins.findings import Finding, has_errors, summary
 
-BUILTIN_ORDER = ("structure", "plan-match", "bpw", "loads", "generation", "perplexity")
+BUILTIN_ORDER = ("structure", "plan-match", "bpw", "loads", "generation", "perplexity", "kld")
 
 
 class Skip(Exception):
@@ -107,7 +107,7 @@ class ValidationReport:
             "file": self.path, "passed": self.passed,
             "validators": self.validators, "summary": summary(self.findings),
             "bpw": f.get("bpw"), "perplexity": f.get("perplexity"), "base_perplexity": f.get("base_perplexity"),
-            "figures": f,
+            "kld": f.get("kld"), "figures": f,
             "findings": [{"validator": x.source, "severity": x.severity, "code": x.code, "message": x.message,
                           "evidence": x.evidence, "tensor": x.tensor, "hint": x.hint} for x in self.findings],
         }

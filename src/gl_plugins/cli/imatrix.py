@@ -5,7 +5,7 @@ from gl_plugins.cli.options import deprecated, imatrix_option, model_option, out
 
 @click.group("imatrix")
 def imatrix():
-    """Read, audit and convert importance matrices (GGUF and legacy .dat)."""
+    """Make, read, audit and convert importance matrices (GGUF and legacy .dat)."""
 
 
 @imatrix.command("info")
@@ -203,6 +203,28 @@ def _print_text(imx, facts, plan, resolution, cov, findings, rem, emit_rules):
                        f"rule, so the rules file cannot; the command below carries it)")
         if rem.still_needing:
             click.echo(f"          still needing an imatrix: {', '.join(ranges(rem.still_needing))}")
+
+
+@imatrix.command("make")
+@click.argument("model", required=False, metavar="MODEL")
+@model_option()
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the imatrix here (default: only gl's cache; its path is printed).")
+@click.option("--chunks", type=click.IntRange(min=1), default=8, show_default=True,
+              help="512-token chunks of the calibration text to run.")
+def make(model, model_opt, out, chunks):
+    """Compute an importance matrix of MODEL with llama-imatrix on gl's calibration text.
+
+    The calibration text is a slice of Python's pydoc_data.topics that gl never
+    evaluates on (docs/imatrix.md names the slices). The result is cached per
+    model and reused; the GGUF imatrix format is written.
+    """
+    from gl_plugins.imatrix.calibrate import make as make_imatrix
+    from gl_plugins.toolchain.samples import local_model
+
+    model = pick_model(model, model_opt)
+    path = make_imatrix(local_model(model), out=out, chunks=chunks, echo=lambda m: click.echo(f"gl: {m}", err=True))
+    click.echo(path)
 
 
 @imatrix.command("convert")

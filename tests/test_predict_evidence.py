@@ -157,3 +157,31 @@ def test_append_refuses_a_bad_observation_and_leaves_the_file_alone(tmp_path):
 def test_missing_evidence_file(gl, tmp_path):
     code, _, err = gl("predict", "--evidence", tmp_path / "none.jsonl")
     assert code == 2 and "none.jsonl: evidence file not found" in err
+
+
+def test_evidence_judged_by_measured_kld_and_loops(gl, tmp_path):
+    """--max-kld / --max-loops replace the recorded outcome by what the figures say; lines without them are out."""
+    write_config(tmp_path / "phi", "phi-4")
+    ev = tmp_path / "ev.jsonl"
+    # recorded as "works", but its measured KLD is high; and one with a low KLD that looped on most prompts
+    append_evidence(ev, {"model": "phi", "quant": "Q2_K", "outcome": "works",
+                         "figures": {"kld_mean": 0.8, "loop_share": 0.0}})
+    append_evidence(ev, {"model": "phi", "quant": "Q3_K_M", "outcome": "works",
+                         "figures": {"kld_mean": 0.05, "loop_share": 0.75}})
+    append_evidence(ev, {"model": "phi", "quant": "Q4_K_M", "outcome": "works"})  # no figures
+    code, out, err = gl("predict", "--evidence", ev, "--json", "--explain", "--max-kld", "0.3")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["observations"] == 2 and doc["left_out"] == 1
+    ffn = next(s for s in doc["scores"] if s["predictor"] == "ffn-ratio")
+    assert [(d["quant"], d["outcome"]) for d in ffn["details"]] == [("Q2_K", "fails"), ("Q3_K_M", "works")]
+    code, out, err = gl("predict", "--evidence", ev, "--json", "--explain", "--max-kld", "0.3",
+                        "--max-loops", "0.5")
+    doc = json.loads(out)
+    ffn = next(s for s in doc["scores"] if s["predictor"] == "ffn-ratio")
+    assert [d["outcome"] for d in ffn["details"]] == ["fails", "fails"]
+    assert doc["judged_by"] == "works when mean KLD <= 0.3 and loop share <= 0.5"
+    code, _, err = gl("predict", "--max-kld", "0.3")
+    assert code == 2 and "--max-kld and --max-loops judge evidence" in err
+    code, _, err = gl("predict", "--evidence", ev, "--max-loops", "2")
+    assert code == 2 and "--max-loops" in err

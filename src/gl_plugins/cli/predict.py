@@ -38,7 +38,12 @@ class PredictCommand(click.Command):
               help="Exit 1 when a combined verdict is this bad (risky also catches fails).")
 @click.option("--evidence", "evidence_source", metavar="FILE|builtin",
               help="Score every predictor on recorded outcomes (JSON Lines); 'builtin' = gl's lab observations.")
-def predict(model, quant_names, fmt, explain, fail_on, evidence_source, **predictor_options):
+@click.option("--max-kld", type=click.FloatRange(min=0), metavar="X",
+              help="With --evidence: an observation works when its measured mean KLD is at most X "
+                   "(observations without KLD figures are left out).")
+@click.option("--max-loops", type=click.FloatRange(0, 1), metavar="SHARE",
+              help="With --evidence: ... and when at most this share of generation prompts looped.")
+def predict(model, quant_names, fmt, explain, fail_on, evidence_source, max_kld, max_loops, **predictor_options):
     """Predict whether MODEL survives each --quant type, predictor by predictor.
 
     MODEL is a GGUF, a config.json (or its folder), a Hugging Face repo id
@@ -53,6 +58,8 @@ def predict(model, quant_names, fmt, explain, fail_on, evidence_source, **predic
     from gl_plugins.cli.plugin_options import given
     from gl_plugins.findings import dumps
 
+    if (max_kld is not None or max_loops is not None) and not evidence_source:
+        raise click.UsageError("--max-kld and --max-loops judge evidence; give --evidence FILE|builtin")
     if not model and not evidence_source:
         raise click.UsageError("give a MODEL and --quant TYPE, or --evidence FILE|builtin")
     if model and not quant_names:
@@ -86,10 +93,11 @@ def predict(model, quant_names, fmt, explain, fail_on, evidence_source, **predic
             descriptions = {n: host.description(p) for n, p in predictors.items()}
             click.echo(_render_predictions(facts, quants, predictions, failures, explain, descriptions))
     if evidence_source:
-        from gl_plugins.predict.evidence import read_evidence, score
+        from gl_plugins.predict.evidence import Gates, judged, read_evidence, score
         from gl_plugins.predict.predictions import Combined
 
-        observations = read_evidence(evidence_source)
+        gates = Gates(max_kld, max_loops)
+        observations, left_out = judged(read_evidence(evidence_source), gates)
         scores = score(chosen + [Combined(chosen)], observations)
         for s in scores.values():
             for d in s.details:
@@ -100,10 +108,15 @@ def predict(model, quant_names, fmt, explain, fail_on, evidence_source, **predic
         if as_json:
             doc.update({"evidence": evidence_source, "observations": len(observations),
                         "scores": [_score_dict(s, explain) for s in scores.values()]})
+            if gates:
+                doc.update({"judged_by": gates.describe(), "left_out": left_out})
         else:
             if model:
                 click.echo("")
             click.echo(_render_scores(evidence_source, observations, scores, explain))
+            if gates:
+                click.echo(f"outcomes judged by the measured figures: {gates.describe()}; "
+                           f"{left_out} observation(s) without those figures left out.")
     if as_json:
         click.echo(dumps(doc["predictions"] if list(doc) == ["predictions"] else doc))
 

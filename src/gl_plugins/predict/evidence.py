@@ -204,6 +204,43 @@ def append_evidence(path: str | os.PathLike, observation: dict | Observation) ->
 
 # ---------------------------------------------------------------- scoring
 
+@dataclass(frozen=True)
+class Gates:
+    """Judge an observation by its measured figures instead of its recorded outcome.
+
+    ``max_kld`` bounds the mean KL divergence against the base (``figures.kld_mean``, as
+    ``gl experiment`` and ``gl floor`` record it), ``max_loops`` the share of generation
+    prompts that collapsed (``figures.loop_share``). An observation passes when every
+    given bound holds; one without the figure a bound needs is left out of the scoring.
+    """
+
+    max_kld: float | None = None
+    max_loops: float | None = None
+
+    FIGURES = {"max_kld": "kld_mean", "max_loops": "loop_share"}
+
+    def __bool__(self) -> bool:
+        return self.max_kld is not None or self.max_loops is not None
+
+    def outcome(self, obs: Observation) -> str | None:
+        """works / fails by the gates, or None when a figure a gate needs is missing."""
+        verdicts = []
+        for gate, figure in self.FIGURES.items():
+            bound = getattr(self, gate)
+            if bound is None:
+                continue
+            value = obs.figures.get(figure)
+            if value is None:
+                return None
+            verdicts.append(value <= bound)
+        return "works" if all(verdicts) else "fails"
+
+    def describe(self) -> str:
+        parts = [f"mean KLD <= {self.max_kld:g}" if self.max_kld is not None else "",
+                 f"loop share <= {self.max_loops:g}" if self.max_loops is not None else ""]
+        return "works when " + " and ".join(p for p in parts if p)
+
+
 def predicted_outcome(verdict: str) -> str | None:
     """fails/risky predict "fails", ok predicts "works", unknown abstains (None)."""
     return {"fails": "fails", "risky": "fails", "ok": "works"}.get(verdict)
@@ -237,12 +274,27 @@ class Score:
                 "details": self.details}
 
 
+def judged(observations: list[Observation], gates: Gates | None = None) -> tuple[list[Observation], int]:
+    """The observations to score, their outcomes set by ``gates`` when given, and how many were left
+    out for lack of the figures the gates need."""
+    if not gates:
+        return observations, 0
+    out = []
+    for obs in observations:
+        outcome = gates.outcome(obs)
+        if outcome is not None:
+            out.append(dataclasses.replace(obs, outcome=outcome))
+    return out, len(observations) - len(out)
+
+
 def score(predictors, observations: list[Observation]) -> dict[str, Score]:
     """Run every predictor on every observation and count right / wrong / abstained.
 
     ``predictors`` is an iterable of objects with ``name`` and ``predict(facts,
     quant)``. A predictor that raises is counted under ``errors`` and the
-    error is kept in its details; the others are still scored.
+    error is kept in its details; the others are still scored. To score on
+    measured figures rather than recorded outcomes, pass the observations
+    through :func:`judged` first.
     """
     from gl_plugins.predict.predictions import Prediction
 

@@ -7,19 +7,49 @@ its own store like ``OLLAMA_MODELS``: ``blobs/sha256-<hex>`` and
 media types, a config blob with model_format/model_family/model_type/
 file_type). Pushes land in a separate ``registry/`` folder.
 
-Behaviour, as documented for Ollama:
+Behaviour, as Ollama v0.33.0-rc2's source has it (file and function beside each):
 
-- ``HEAD /api/blobs/sha256:<hex>``: 200 present, 404 absent, 400 bad digest.
-- ``POST /api/blobs/sha256:<hex>``: 201 created, 200 when it already exists
-  (the body is not read), 400 ``digest mismatch``; the bytes go to a
-  temporary file and become a blob only after the digest checks out.
-- ``POST /api/create``: errors found before streaming are an HTTP status with
-  ``{"error": …}``; afterwards a ``{"error": …}`` line with status 200.
-  Statuses: ``parsing GGUF``, ``using existing layer …`` / ``creating new
+- ``GET /api/version``: ``{"version": VERSION}`` (server/routes.go ``VersionHandler``).
+- ``HEAD /api/blobs/<digest>``: 400 unless ``sha256[:-]`` and 64 hex digits
+  (manifest/paths.go ``BlobsPath``), 404 ``blob "…" not found``, 200
+  (server/routes.go ``HeadBlobHandler``).
+- ``POST /api/blobs/<digest>``: 200 when it exists (the body is not read);
+  else the bytes are stored and their ``sha256:<lowercase hex>`` compared
+  literally with the path's digest: 400 ``digest mismatch, expected …, got …``,
+  so only ``sha256:<lowercase hex>`` can succeed; 201 (server/routes.go
+  ``CreateBlobHandler``). The bytes become a blob only after the check.
+- ``POST /api/create`` (server/create.go ``CreateHandler`` / ``createModel``):
+  errors found before streaming are an HTTP status with ``{"error": …}``;
+  afterwards a ``{"error": …}`` line with status 200. ``renderer``, ``parser``
+  and ``requires`` go into the config blob. A name that matches an existing
+  model's parts without regard to case takes their case (server/routes.go
+  ``getExistingName``). Files: ``parsing GGUF``, then template detection
+  (server/model.go ``detectChatTemplate``: the GGUF's chat template against the
+  ``templates`` table by Levenshtein distance below 100, as template/template.go
+  ``Named`` does with template/index.json; the match adds a template layer and
+  its parameters, which sent parameters override, ``setParameters``). Every
+  model GGUF without compatibility tensors (``a.``, ``mm.``, ``mtp.``, ``s.``,
+  ``v.``) is rewritten with the real ``llama-quantize --allow-requantize IN OUT
+  COPY`` (``copyLayerWithLlamaQuantize``); the manifest holds the result's
+  digest, and a file llama-quantize cannot load fails the create with
+  ``failed to validate GGUF with llama-quantize without compatibility patches: …``.
+  For architecture gemma4, renderer and parser ``gemma4`` are set when not
+  sent, and stop ``<turn|>`` when no stop is sent (laguna and nemotron_h get
+  their renderers likewise). Statuses: ``parsing GGUF``, ``validating GGUF
+  model``, ``verifying conversion``, ``using existing layer …`` / ``creating new
   layer …``, ``writing manifest``, ``success``. ``stream: false`` answers once.
-- ``GET /api/tags``, ``POST /api/show``, ``DELETE /api/delete``,
-  ``POST /api/copy``, ``POST /api/push`` (only namespaces in
-  ``allowed_namespaces`` may be pushed; ``library`` never).
+- ``POST /api/show`` (server/routes.go ``GetModelInfo``, server/images.go
+  ``Model.String``, parser/parser.go ``Command.String`` / ``quote``): the
+  Modelfile has three comment lines, ``FROM <blob path>``, ``TEMPLATE`` (always;
+  ``{{ .Prompt }}``, template/template.go ``DefaultTemplate``, when the model has
+  none), ``SYSTEM``, ``RENDERER``, ``PARSER``, ``PARAMETER`` lines in Go's random
+  map order with values printed by ``%v`` of the JSON-decoded value (float64:
+  ``1.048576e+06``), ``LICENSE``, ``MESSAGE``; ``parameters`` is ``%-30s %#v``
+  lines; ``requires`` comes from the config.
+- ``GET /api/tags``, ``DELETE /api/delete``, ``POST /api/copy``.
+- ``POST /api/push``: errors come inside the stream; a namespace not in
+  ``allowed_namespaces`` (``library`` never) gets the registry's
+  ``unauthorized: access denied`` (server/images.go ``errUnauthorized``).
 - Names: ``[host/][namespace/]model[:tag]`` with Ollama's part rules.
 
 Fault switches (attributes of :class:`Faults`): ``fail_create`` (answer that
@@ -43,7 +73,9 @@ import os
 import re
 import shutil
 import socket
+import random
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -52,8 +84,13 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-VERSION = "0.33.0"
-DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+VERSION = "0.33.0-rc2"
+DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")  # manifest/paths.go BlobsPath
+COMPATIBILITY_PREFIXES = ("a.", "mm.", "mtp.", "s.", "v.")  # server/create.go isEmbeddedCompatibilityTensor
+# server/create.go createModel: renderer and parser set from the architecture when not sent
+AUTO_RENDERERS = {"gemma4": "gemma4", "laguna": "laguna", "nemotron_h": "nemotron-3-nano",
+                  "nemotron_h_moe": "nemotron-3-nano", "nemotron_h_omni": "nemotron-3-nano"}
+DEFAULT_TEMPLATE = "{{ .Prompt }}"  # template/template.go DefaultTemplate
 MT = "application/vnd.ollama.image."
 CONFIG_MT = "application/vnd.docker.container.image.v1+json"
 MANIFEST_MT = "application/vnd.docker.distribution.manifest.v2+json"
@@ -154,8 +191,9 @@ def read_gguf_metadata(path: Path) -> dict:
             (t,) = struct.unpack("<I", read(4))
             kv[key] = value(t)
         params = 0
+        names = []
         for _ in range(n_tensors):
-            string()
+            names.append(string())
             (nd,) = struct.unpack("<I", read(4))
             dims = struct.unpack(f"<{nd}Q", read(8 * nd))
             read(12)
@@ -166,7 +204,8 @@ def read_gguf_metadata(path: Path) -> dict:
     arch = kv.get("general.architecture") or "unknown"
     return {"architecture": arch, "file_type": FILE_TYPES.get(kv.get("general.file_type"), "unknown"),
             "parameter_count": params, "context_length": kv.get(f"{arch}.context_length"),
-            "embedding_length": kv.get(f"{arch}.embedding_length")}
+            "embedding_length": kv.get(f"{arch}.embedding_length"),
+            "chat_template": kv.get("tokenizer.chat_template") or "", "tensor_names": names}
 
 
 def human_number(n: int) -> str:
@@ -177,18 +216,99 @@ def human_number(n: int) -> str:
 
 
 def go_quote(s: str) -> str:
-    """Ollama's parser.quote, used when it writes a Modelfile back out."""
+    """parser/parser.go ``quote``, used when Ollama writes a Modelfile back out."""
     if "\n" in s or s.startswith(" ") or s.endswith(" "):
         return f'"""{s}"""' if '"' in s else f'"{s}"'
     return s
 
 
-def go_value(v) -> str:
+def go_float(v: float) -> str:
+    """Go's ``%v`` (and ``%#v``) of a float64: the shortest digits, ``%e`` form when the exponent
+    is below -4 or at least 6 (strconv ``FormatFloat(v, 'g', -1, 64)``)."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == 0:
+        return "-0" if str(v).startswith("-") else "0"
+    sign = "-" if v < 0 else ""
+    digits, exp = _shortest(abs(v))
+    if exp < -4 or exp >= 6:
+        mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if exp < 0:
+        return f"{sign}0.{'0' * (-exp - 1)}{digits}"
+    if len(digits) <= exp + 1:
+        return sign + digits + "0" * (exp + 1 - len(digits))
+    return f"{sign}{digits[:exp + 1]}.{digits[exp + 1:]}"
+
+
+def _shortest(v: float) -> tuple[str, int]:
+    """(significant digits, decimal exponent of the first) of Python's shortest repr of ``v``."""
+    mant, _, e = f"{v!r}".lower().partition("e")
+    whole, _, frac = mant.partition(".")
+    exp = int(e or 0) + len(whole) - 1
+    digits = (whole + frac).lstrip("0")
+    exp -= len(whole + frac) - len((whole + frac).lstrip("0"))
+    return digits.rstrip("0") or "0", exp
+
+
+def go_v(v) -> str:
+    """``fmt.Sprintf("%v", v)`` of a JSON-decoded value (numbers are float64)."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
+    if isinstance(v, (int, float)):
+        return go_float(float(v))
     return str(v)
+
+
+def go_sharp_v(v) -> str:
+    """``fmt.Sprintf("%#v", v)`` of a JSON-decoded value: strings Go-quoted."""
+    if isinstance(v, str):
+        return go_string(v)
+    return go_v(v)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def go_string(s: str) -> str:
+    """strconv.Quote: Go escapes, other control characters as \\xNN, printable Unicode kept."""
+    out = []
+    for c in s:
+        if c in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[c])
+        elif c.isprintable():
+            out.append(c)
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance, as github.com/agnivade/levenshtein (template/template.go ``Named``) computes it."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+@dataclass
+class KnownTemplate:
+    """One entry of the table ``detectChatTemplate`` matches against (template/index.json in Ollama)."""
+
+    name: str
+    jinja: str  # the chat template it recognises
+    template: str  # the Go template it stores
+    stop: list[str] | None = None  # its parameters
 
 
 # ------------------------------------------------------------------ server state
@@ -203,6 +323,7 @@ class Faults:
     prune_after_upload: int = 0  # that many stored uploads vanish at once, as after a restart's blob pruning
     reject_status: int | None = None  # answer every API request with this status (401, 500 …)
     echo_authorization: bool = False  # error bodies quote the request's Authorization header, as careless servers do
+    copy_writes_other_bytes: bool = False  # the server's llama-quantize COPY output differs from gl's (another build)
 
 
 class CreateError(Exception):
@@ -225,7 +346,7 @@ class Store:
         return self.root / "manifests"
 
     def blob(self, digest: str) -> Path:
-        return self.blobs / digest.replace(":", "-", 1).lower()
+        return self.blobs / digest.replace(":", "-", 1)  # manifest/paths.go BlobsPath keeps the case
 
     def manifest_path(self, n) -> Path:
         return self.manifests.joinpath(*n)
@@ -269,9 +390,13 @@ class Store:
 
 
 class FakeOllama:
-    def __init__(self, root: str | os.PathLike, allowed_namespaces=("lab",), host: str = "127.0.0.1",
-                 port: int = 0):
+    def __init__(self, root: str | os.PathLike, llama_quantize: str | os.PathLike,
+                 allowed_namespaces=("lab",), host: str = "127.0.0.1", port: int = 0,
+                 templates: list[KnownTemplate] | tuple = ()):
         self.root = Path(root)
+        self.llama_quantize = Path(llama_quantize)  # the real tool: create runs its COPY on every model GGUF
+        self.templates = list(templates)  # what detectChatTemplate recognises (Ollama: template/index.json)
+        self.version = VERSION
         self.store = Store(self.root / "models")
         self.registry = Store(self.root / "registry")
         self.allowed_namespaces = set(allowed_namespaces)
@@ -318,11 +443,65 @@ class FakeOllama:
         return sorted(p.name for p in self.store.blobs.iterdir())
 
     # ---------------------------------------------------------------- create
+    def existing_name(self, n):
+        """server/routes.go getExistingName: each part takes the case of a stored model's part, if any."""
+        got = list(n)
+        done = [False] * 4
+        for have, _ in self.store.all_manifests():
+            for i in range(4):
+                if not done[i] and have[i].lower() == n[i].lower():
+                    got[i], done[i] = have[i], True
+        return tuple(got)
+
+    def copy_with_llama_quantize(self, digest: str):
+        """server/create.go copyLayerWithLlamaQuantize: (new digest, size); CreateError when it fails."""
+        src = self.store.blob(digest)
+        fd, tmp = tempfile.mkstemp(dir=self.store.blobs, prefix="COPY")
+        os.close(fd)
+        try:
+            r = subprocess.run([str(self.llama_quantize), "--allow-requantize", str(src), tmp, "COPY"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
+                raise CreateError("failed to validate GGUF with llama-quantize without compatibility patches: "
+                                  f"llama-quantize failed: {tail[0]}")
+            h = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while block := f.read(4 << 20):
+                    h.update(block)
+            if self.faults.copy_writes_other_bytes:
+                with open(tmp, "ab") as f:
+                    f.write(b"\0" * 32)
+                h = hashlib.sha256(Path(tmp).read_bytes())
+            new = "sha256:" + h.hexdigest()
+            size = os.path.getsize(tmp)
+            target = self.store.blob(new)
+            if target.exists():
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
+            return new, size
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def detect_template(self, chat_template: str):
+        """server/model.go detectChatTemplate with template/template.go Named: the closest known
+        template, when its distance is below 100."""
+        best, score = None, None
+        for t in self.templates:
+            d = levenshtein(chat_template, t.jinja)
+            if score is None or d < score:
+                best, score = t, d
+        return best if score is not None and score < 100 else None
+
     def create_statuses(self, body: dict, n):
         """Yield status dicts; raise CreateError for a failure after streaming began."""
         files = body.get("files") or {}
         layers = []
         meta = None
+        params = {}  # from a detected template, under what was sent
+        config_extra = {k: body[k] for k in ("renderer", "parser", "requires") if body.get(k)}
         if body.get("from"):
             base = parse_name(body["from"])
             path = self.store.find_manifest(base) if base else None
@@ -333,13 +512,21 @@ class FakeOllama:
             cfg = json.loads(self.store.blob(base_manifest["config"]["digest"]).read_text())
             meta = {"architecture": cfg.get("model_family"), "file_type": cfg.get("file_type"),
                     "model_type": cfg.get("model_type")}
+            for k in ("renderer", "parser", "requires"):
+                if not config_extra.get(k) and cfg.get(k):
+                    config_extra[k] = cfg[k]
             for layer in layers:
+                if layer["mediaType"] == MT + "params":
+                    params = json.loads(self.store.blob(layer["digest"]).read_text())
                 yield {"status": f"using existing layer {layer['digest']}"}
         elif files:
+            detected = []
             for name in sorted(files):
                 digest = files[name]
                 yield {"status": "parsing GGUF"}
                 blob = self.store.blob(digest)
+                if not DIGEST_RE.match(digest):
+                    raise CreateError("invalid digest format")
                 if not blob.is_file():
                     raise CreateError(f"open {blob}: no such file or directory")
                 try:
@@ -349,36 +536,66 @@ class FakeOllama:
                 layers.append({"mediaType": MT + "model", "digest": digest.replace("-", ":", 1),
                                "size": blob.stat().st_size, "from": name})
                 yield {"status": f"using existing layer {digest}"}
+                known = self.detect_template(meta["chat_template"]) if meta["chat_template"] else None
+                if known is not None:
+                    detected.append(known)
+            for known in detected:
+                yield {"status": f"using autodetected template {known.name}"}
+                layers.append(self._layer("template", known.template.encode()))
+                if known.stop is not None:
+                    params = {"stop": list(known.stop)}
+            # createModel: every text-only model GGUF goes through llama-quantize COPY
+            for layer in layers:
+                if layer["mediaType"] != MT + "model":
+                    continue
+                if any(t.startswith(COMPATIBILITY_PREFIXES) for t in meta["tensor_names"]):
+                    continue
+                yield {"status": "validating GGUF model", "digest": "0000000000000000000",
+                       "total": layer["size"], "completed": 0}
+                new, size = self.copy_with_llama_quantize(layer["digest"])
+                yield {"status": "verifying conversion"}
+                layer.update(digest=new, size=size)
+                layer.pop("from", None)
         else:
             raise CreateError("neither 'from' or 'files' was specified", 400)
+
+        sent = dict(body.get("parameters") or {})
+        arch = meta.get("architecture")
+        if arch in AUTO_RENDERERS and not (config_extra.get("renderer") and config_extra.get("parser")):
+            config_extra.setdefault("renderer", AUTO_RENDERERS[arch])
+            config_extra.setdefault("parser", AUTO_RENDERERS[arch])
+            if arch == "gemma4" and "stop" not in sent:
+                sent["stop"] = ["<turn|>"]
 
         def add(kind: str, data: bytes):
             nonlocal layers
             layers = [x for x in layers if x["mediaType"] != MT + kind] if kind != "license" else layers
-            digest, new = self.store.write_blob(data)
-            layers.append({"mediaType": MT + kind, "digest": digest, "size": len(data)})
-            return {"status": f"{'creating new' if new else 'using existing'} layer {digest}"}
+            layer = self._layer(kind, data)
+            layers.append(layer)
+            return {"status": f"{'creating new' if layer.pop('new') else 'using existing'} layer {layer['digest']}"}
 
         template = body.get("template")
-        if template is not None:
+        if template:
             if template.count("{{") != template.count("}}"):
                 raise CreateError("template: unexpected EOF: unbalanced action delimiters", 400)
             yield add("template", template.encode())
-        if body.get("system") is not None:
+        if body.get("system"):
             yield add("system", body["system"].encode())
-        if body.get("parameters"):
-            yield add("params", json.dumps(body["parameters"], sort_keys=True).encode())
         licenses = body.get("license")
         if licenses:
-            layers = [x for x in layers if x["mediaType"] != MT + "license"]
             for text in [licenses] if isinstance(licenses, str) else licenses:
                 yield add("license", text.encode())
+        merged = {**params, **sent}  # setParameters: what was sent wins over the stored parameters
+        if merged:
+            yield add("params", json.dumps(merged).encode())
         if body.get("messages"):
             yield add("messages", json.dumps(body["messages"]).encode())
+        for layer in layers:
+            layer.pop("new", None)
         model_type = meta.get("model_type") or human_number(meta.get("parameter_count") or 0)
         config = {"model_format": "gguf", "model_family": meta["architecture"],
                   "model_families": [meta["architecture"]], "model_type": model_type,
-                  "file_type": meta["file_type"], "architecture": "amd64", "os": "linux",
+                  "file_type": meta["file_type"], **config_extra, "architecture": "amd64", "os": "linux",
                   "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}}
         cdigest, _ = self.store.write_blob(json.dumps(config, sort_keys=True).encode())
         manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MT,
@@ -390,11 +607,16 @@ class FakeOllama:
             self.store.write_manifest(n, manifest)
         yield {"status": "success"}
 
+    def _layer(self, kind: str, data: bytes) -> dict:
+        digest, new = self.store.write_blob(data)
+        return {"mediaType": MT + kind, "digest": digest, "size": len(data), "new": new}
+
     # ---------------------------------------------------------------- show
     def show(self, n, path: Path) -> dict:
+        """server/routes.go GetModelInfo over server/images.go GetModel and Model.String."""
         manifest = json.loads(path.read_text())
         config = json.loads(self.store.blob(manifest["config"]["digest"]).read_text())
-        text = {}
+        text = {"template": DEFAULT_TEMPLATE}
         params = {}
         licenses = []
         messages = []
@@ -412,14 +634,18 @@ class FakeOllama:
                 licenses.append(blob.read_text())
             elif kind == "messages":
                 messages = json.loads(blob.read_text())
-        lines = [f"FROM {model_path}"]
-        if "template" in text:
-            lines.append(f"TEMPLATE {go_quote(text['template'])}")
-        if "system" in text:
+        items = list(params.items())
+        random.shuffle(items)  # m.Options is a Go map: its order changes from call to call
+        lines = [f"FROM {model_path}", f"TEMPLATE {go_quote(text['template'])}"]
+        if text.get("system"):
             lines.append(f"SYSTEM {go_quote(text['system'])}")
-        for k, v in params.items():
+        if config.get("renderer"):
+            lines.append(f"RENDERER {go_quote(config['renderer'])}")
+        if config.get("parser"):
+            lines.append(f"PARSER {go_quote(config['parser'])}")
+        for k, v in items:
             for item in v if isinstance(v, list) else [v]:
-                lines.append(f"PARAMETER {k} {go_quote(go_value(item))}")
+                lines.append(f"PARAMETER {k} {go_quote(go_v(item))}")
         for lic in licenses:
             lines.append(f"LICENSE {go_quote(lic)}")
         for m in messages:
@@ -427,19 +653,22 @@ class FakeOllama:
         modelfile = ("# Modelfile generated by \"ollama show\"\n# To build a new Modelfile based on this, "
                      f"replace FROM with:\n# FROM {short_name(n)}\n\n" + "\n".join(lines) + "\n")
         param_lines = []
-        for k, v in params.items():
+        for k, v in items:
             for item in v if isinstance(v, list) else [v]:
-                param_lines.append(f"{k:<30} {json.dumps(item) if isinstance(item, str) else go_value(item)}")
+                param_lines.append(f"{k:<30} {go_sharp_v(item)}")
         arch = config.get("model_family")
-        return {"license": "\n".join(licenses) or None, "modelfile": modelfile,
-                "parameters": "\n".join(param_lines) or None, "template": text.get("template"),
-                "system": text.get("system"),
-                "details": {"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
-                            "parameter_size": config.get("model_type"),
-                            "quantization_level": config.get("file_type")},
-                "model_info": {"general.architecture": arch},
-                "capabilities": ["completion"],
-                "modified_at": _mtime(path)}
+        out = {"license": "\n".join(licenses), "modelfile": modelfile,
+               "parameters": "\n".join(param_lines), "template": text["template"],
+               "system": text.get("system", ""),
+               "details": {"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
+                           "parameter_size": config.get("model_type"),
+                           "quantization_level": config.get("file_type")},
+               "model_info": {"general.architecture": arch},
+               "capabilities": ["completion"],
+               "modified_at": _mtime(path)}
+        if config.get("requires"):
+            out["requires"] = config["requires"]
+        return {k: v for k, v in out.items() if v != ""}  # api.ShowResponse: omitempty
 
 
 def _mtime(path: Path) -> str:
@@ -560,7 +789,7 @@ def _handler_for(server: FakeOllama):
             if self.path == "/":
                 return self._send(200, b"Ollama is running", content_type="text/plain; charset=utf-8")
             if self.path == "/api/version":
-                return self._send(200, {"version": VERSION})
+                return self._send(200, {"version": server.version})
             if self.path == "/api/tags":
                 return self._tags()
             self._send(404, b"404 page not found", content_type="text/plain")
@@ -571,9 +800,11 @@ def _handler_for(server: FakeOllama):
             m = re.fullmatch(r"/api/blobs/(.+)", self.path)
             if not m:
                 return self._send(404)
-            if not DIGEST_RE.match(m.group(1)):
-                return self._send(400)
-            self._send(200 if server.store.blob(m.group(1)).is_file() else 404)
+            if not DIGEST_RE.match(m.group(1)):  # manifest/paths.go BlobsPath
+                return self._error(400, "invalid digest format")
+            if not server.store.blob(m.group(1)).is_file():
+                return self._error(404, f"blob {json.dumps(m.group(1))} not found")
+            self._send(200)
 
         def do_POST(self):
             if self.headers.get("Authorization"):
@@ -642,8 +873,8 @@ def _handler_for(server: FakeOllama):
                         if faults.upload_bytes_per_second:
                             time.sleep(len(block) / faults.upload_bytes_per_second)
                 got = "sha256:" + h.hexdigest()
-                if got != digest.replace("-", ":", 1).lower():
-                    return self._error(400, f"digest mismatch, expected {digest!r}, got {got!r}")
+                if got != digest:  # server/routes.go CreateBlobHandler compares the path's digest literally
+                    return self._error(400, f"digest mismatch, expected {go_string(digest)}, got {go_string(got)}")
                 os.replace(tmp, target)
                 if faults.prune_after_upload > 0:
                     faults.prune_after_upload -= 1
@@ -666,12 +897,12 @@ def _handler_for(server: FakeOllama):
             for name, digest in (body.get("files") or {}).items():
                 if name in (".", "") or name.startswith("/") or ".." in name.split("/") or re.search(r"[\\:]", name):
                     return self._error(400, f"file path must be relative: {name}")
-                if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-                    return self._error(400, f"invalid digest for {name}: invalid digest format")
+                if not digest:  # server/create.go CreateHandler; other bad digests fail inside the stream
+                    return self._error(400, "invalid digest format")
             if body.get("quantize") and body.get("files"):
                 return self._error(400, "create-time quantization is only supported for safetensors imports; "
                                         "quantize GGUF models with llama.cpp tools before importing")
-            statuses = server.create_statuses(body, n)
+            statuses = server.create_statuses(body, server.existing_name(n))
             if body.get("stream") is False:
                 last = None
                 try:
@@ -709,7 +940,7 @@ def _handler_for(server: FakeOllama):
             path = server.store.find_manifest(n) if n else None
             if path is None:
                 return self._error(404, f"model '{raw}' not found")
-            self._send(200, server.show(n, path))
+            self._send(200, server.show(server.existing_name(n), path))
 
         def _copy(self, body: dict):
             src, dst = parse_name(body.get("source") or ""), parse_name(body.get("destination") or "")
@@ -735,8 +966,7 @@ def _handler_for(server: FakeOllama):
                 if path is None:
                     raise CreateError(f"model '{raw}' not found", 404)
                 if n[1] == "library" or n[1] not in server.allowed_namespaces:
-                    raise CreateError("unauthorized: you are not authorized to push to this namespace, "
-                                      "create the model under a namespace you own", 401)
+                    raise CreateError("unauthorized: access denied", 401)  # server/images.go errUnauthorized
                 manifest = json.loads(path.read_text())
                 for layer in [manifest["config"], *manifest["layers"]]:
                     blob = server.store.blob(layer["digest"])
@@ -778,7 +1008,9 @@ if __name__ == "__main__":  # pragma: no cover - manual use
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--allow", action="append", default=["lab"], help="namespace that may be pushed")
     args = ap.parse_args()
-    fake = FakeOllama(args.root, allowed_namespaces=args.allow, port=args.port).start()
+    from gl_plugins.toolchain.llamacpp import find_tool
+
+    fake = FakeOllama(args.root, find_tool("llama-quantize"), allowed_namespaces=args.allow, port=args.port).start()
     print(fake.url, flush=True)
     try:
         while True:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import tiny_gguf
 from ollama_fake import FakeOllama
+from synth import SynthSpec, write_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gemma3-270m"
 
@@ -31,9 +33,11 @@ def project(tmp_path, gemma_q4):
 
 
 @pytest.fixture
-def fake_ollama(tmp_path):
-    """A fresh fake Ollama server on 127.0.0.1 with a random port; pushes allowed to namespace lab."""
-    with FakeOllama(tmp_path / "ollama-server", allowed_namespaces=("lab",)) as server:
+def fake_ollama(tmp_path, llama_bin):
+    """A fresh fake Ollama server on 127.0.0.1 with a random port; pushes allowed to namespace lab.
+
+    Its creates run the real llama-quantize COPY, as Ollama 0.30 and newer do."""
+    with FakeOllama(tmp_path / "ollama-server", llama_bin / "llama-quantize", allowed_namespaces=("lab",)) as server:
         yield server
 
 
@@ -63,8 +67,10 @@ def write_config(folder: Path, body: str) -> Path:
 
 def request_for(config: Path, name: str, host: str, *, push: bool = False, retry_seconds: float | None = None,
                 echo=None):
-    """A PublishRequest for a gl.toml variant, as gl publish prepares it (without validation)."""
+    """A PublishRequest for a gl.toml variant, as gl publish prepares it (without validation): the
+    ollama publisher's ``available()`` has asked the server for its version first."""
     from gl_plugins.project.config import load_config
+    from gl_plugins.publish.ollama import OllamaPublisher
     from gl_plugins.publish.prepare import build_request, options_from
 
     cfg = load_config(config)
@@ -72,5 +78,24 @@ def request_for(config: Path, name: str, host: str, *, push: bool = False, retry
     options = options_from(cfg.publish, host=host, push=push, progress=False)
     if retry_seconds is not None:
         options.retry_seconds = retry_seconds
+    OllamaPublisher().available(options)
     lines = [] if echo is None else echo
     return build_request(cfg, cfg.variant(name), options, echo=lines.append)
+
+
+def written_by_gguf_py(path, **kw):
+    """A small llama GGUF (about 6 MB, F32) written by gguf-py, with a ChatML chat template."""
+    spec = SynthSpec(n_layer=2, hidden=256, ffn=512, dtype="F32",
+                     extra_kv={"tokenizer.chat_template": tiny_gguf.CHATML_TEMPLATE}, **kw)
+    write_model(path, spec)
+    return path
+
+
+def written_by_llama_quantize(path, **kw):
+    """The same model after llama-quantize's COPY: what Ollama's create gives back byte for byte."""
+    raw = written_by_gguf_py(path.with_name("raw-" + path.name), **kw)
+    from gl_plugins.toolchain.llamacpp import run_tool
+
+    run_tool("llama-quantize", ["--allow-requantize", raw, path, "COPY"])
+    raw.unlink()
+    return path

@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-import tiny_gguf
 from gl_plugins.errors import GLError
 from gl_plugins.publish.ollama import OllamaPublisher
 from interrupting import EXIT, interrupt, start_gl, temporaries, wait_for
-from publish_support import fake_ollama, private_caches, project, request_for, write_config  # noqa: F401
+from publish_support import (fake_ollama, private_caches, project, request_for,  # noqa: F401
+                             write_config, written_by_llama_quantize)
 
 NAME = "gemma3-270m:q4"
 
@@ -78,8 +78,8 @@ gguf = "tiny.gguf"
 
 
 @pytest.fixture
-def tiny_project(tmp_path):
-    tiny_gguf.write(tmp_path / "tiny.gguf", extra_tensor_bytes=1 << 20)
+def tiny_project(tmp_path, llama_bin):
+    written_by_llama_quantize(tmp_path / "tiny.gguf")
     return write_config(tmp_path, CONFIG)
 
 

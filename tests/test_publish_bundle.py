@@ -9,11 +9,11 @@ import subprocess
 import ollama
 import pytest
 
-import tiny_gguf
 from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.publish.bundle import BundlePublisher
 from gl_plugins.publish.ollama import OllamaPublisher
-from publish_support import closed_port_url, fake_ollama, private_caches, request_for, write_config  # noqa: F401
+from publish_support import (closed_port_url, fake_ollama, private_caches, request_for,  # noqa: F401
+                             write_config, written_by_llama_quantize)
 
 CONFIG = """
 [models.tiny]
@@ -28,8 +28,8 @@ messages = [ { role = "user", content = "hi" }, { role = "assistant", content = 
 
 
 @pytest.fixture
-def project(tmp_path):
-    tiny_gguf.write(tmp_path / "tiny.gguf")
+def project(tmp_path, llama_bin):
+    written_by_llama_quantize(tmp_path / "tiny.gguf")  # one the server's create-time COPY gives back unchanged
     return write_config(tmp_path, CONFIG)
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ollama_fake
+import tiny_gguf
 from gl_plugins.publish.names import ModelName, NameError_, is_valid, parse_name
 
 
@@ -71,3 +72,22 @@ def test_model_name_is_frozen():
     n = ModelName("h", "n", "m", "t")
     with pytest.raises(AttributeError):
         n.tag = "x"
+
+
+@pytest.mark.parametrize("tag", ["cloud", "CLOUD", "7b-cloud", "local", "Local"])
+def test_tags_ollama_sends_elsewhere_are_refused(tag):
+    """internal/modelref parseSourceSuffix: NAME:cloud and NAME:TAG-cloud go to ollama.com, NAME:local is latest."""
+    from gl_plugins.publish.names import publishable
+
+    with pytest.raises(NameError_, match=rf"model name 'm:{tag}': tag '{tag}' is reserved: Ollama "):
+        publishable(parse_name(f"m:{tag}"))
+    assert publishable(parse_name("m:cloudy")).tag == "cloudy"
+
+
+def test_a_reserved_tag_in_gl_toml_is_one_clear_error(gl, tmp_path):
+    (tmp_path / "gl.toml").write_text('[models.m]\n[models.m.variants."7b-cloud"]\ngguf = "m.gguf"\n')
+    tiny_gguf.write(tmp_path / "m.gguf")
+    code, out, err = gl("check", "--config", tmp_path / "gl.toml")
+    assert code == 1 and "Traceback" not in err
+    assert ("models.m.variants.7b-cloud: tag '7b-cloud' is reserved: Ollama sends NAME:cloud and NAME:TAG-cloud "
+            "to ollama.com, not to a local model") in out + err

@@ -96,10 +96,17 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
                "publisher": publisher.name, "reason": reason, "result": result.to_dict(),
                "seconds": {**req.seconds, **result.seconds},
                "modelfile": mfmod.render(req.modelfile),
+               "chat": None if req.chat_format is None else {"kind": req.chat_format.kind,
+                                                             "reason": req.chat_format.describe()},
                "findings": [f.to_dict() for f in validation + lint]}
         click.echo(redact(dumps(out)))
         return
+    chat = f"chat: {req.chat_format.describe()}" if req.chat_format is not None else None
     if dry_run:
+        if chat:
+            click.echo(f"# {chat}")
+        for line in result.actions:
+            click.echo(f"# {redact(line)}")
         click.echo(f"# Modelfile for {req.name.short()}")
         click.echo(mfmod.render(req.modelfile), nl=False)
         click.echo(f"# {publisher.name}: requests, in order")
@@ -108,6 +115,8 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
         for f, text in result.files.items():
             click.echo(f"# {f}\n{text}", nl=False)
         return
+    if chat:
+        click.echo(chat)
     for line in result.actions:
         click.echo(redact(line))
     done = "unchanged" if result.unchanged else "published"

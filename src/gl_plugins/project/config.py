@@ -20,7 +20,7 @@ from pathlib import Path
 from gl_plugins.errors import GLError, InputError, read_input
 from gl_plugins.findings import Finding
 from gl_plugins.modelfile import parse as mfmod
-from gl_plugins.publish.names import part_problem
+from gl_plugins.publish.names import part_problem, reserved_tag_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -388,7 +388,7 @@ def _variant(ck: _Checker, model: str, key: str, table, defaults: dict) -> Varia
         return None
     ck.keys(table, VARIANT_KEYS, kp)
     tag = ck.string(table.get("tag", key), f"{kp}.tag") or key
-    bad_tag = part_problem("tag", tag)
+    bad_tag = part_problem("tag", tag) or reserved_tag_problem(tag)
     if bad_tag:
         ck.problem(f"{kp}.tag" if "tag" in table else kp, f"tag {tag!r} {bad_tag}")
     build = _build(ck, table["build"], f"{kp}.build") if "build" in table else None

@@ -5,6 +5,14 @@ Missing parts take Ollama's defaults (``registry.ollama.ai``, ``library``,
 ``[A-Za-z0-9_.-]``; host: 1-350 of ``[A-Za-z0-9_.:-]``; every part starts with
 a letter, a digit or ``_``. A name that breaks a rule is refused with the part
 and the reason, before anything is uploaded.
+
+Ollama compares names without regard to case (types/model/name.go
+``EqualFold``), and a create keeps the case of the parts of models it already
+has (server/routes.go ``getExistingName``). Some tags name no local model:
+show, chat, generate and embed send ``NAME:cloud`` and ``NAME:TAG-cloud`` to
+ollama.com and read ``NAME:local`` as ``NAME:latest``, in any case
+(internal/modelref ``parseSourceSuffix``). Create does not refuse them, so a
+model published under one could never be shown or run; gl refuses them.
 """
 
 from __future__ import annotations
@@ -56,6 +64,24 @@ class ModelName:
     def same(self, other: "ModelName") -> bool:
         """Ollama compares names case-insensitively."""
         return self.full().lower() == other.full().lower()
+
+
+def reserved_tag_problem(tag: str) -> str | None:
+    """Why Ollama would not reach a local model under this tag, or None."""
+    low = tag.lower()
+    if low == "cloud" or low.endswith("-cloud"):
+        return "is reserved: Ollama sends NAME:cloud and NAME:TAG-cloud to ollama.com, not to a local model"
+    if low == "local":
+        return "is reserved: Ollama reads NAME:local as NAME:latest"
+    return None
+
+
+def publishable(name: ModelName, *, what: str = "model name") -> ModelName:
+    """``name`` when a model created under it can be shown and run locally; else :class:`NameError_`."""
+    problem = reserved_tag_problem(name.tag)
+    if problem:
+        raise NameError_(f"{what} {name.short()!r}: tag {name.tag!r} {problem}")
+    return name
 
 
 def part_problem(kind: str, s: str) -> str | None:

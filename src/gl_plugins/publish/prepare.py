@@ -19,9 +19,11 @@ from gl_plugins.errors import GLError
 from gl_plugins.findings import Finding, has_errors
 from gl_plugins.modelfile import parse as mfmod
 from gl_plugins.modelfile.lint import ChatInfo, chat_info, lint_modelfile
-from gl_plugins.modelfile.templates import compose, detect_family, family_name, template
+from gl_plugins.modelfile.templates import FAMILIES, compose, detect_family, family_name, template
 from gl_plugins.project.config import Config, PublishSettings, Variant
-from gl_plugins.publish.names import ModelName, parse_name
+from gl_plugins.publish.chat_format import ChatFormat, decide
+from gl_plugins.publish.names import ModelName, parse_name, publishable
+from gl_plugins.publish.server import OllamaVersion
 
 
 @dataclass
@@ -37,6 +39,8 @@ class PublishOptions:
     bundle_dir: Path | None = None  # parent of default bundle folders
     dry_run: bool = False
     progress: bool = True
+    # what the chosen publisher found out about the server (``available()`` fills it in); None: unknown
+    server_version: OllamaVersion | None = None
 
     def host_url(self) -> str:
         from ollama._client import _parse_host
@@ -51,12 +55,20 @@ class PublishRequest:
     digest: str  # hex sha256 of the GGUF
     size: int
     modelfile: mfmod.Modelfile  # FROM is the GGUF's absolute path
-    create: dict  # the /api/create body: model, files, template, system, license, parameters, messages
+    create: dict  # the /api/create body: model, files, template, system, license, parameters, messages, …
     options: PublishOptions
     variant: Variant | None = None
     family: str | None = None
     echo: object = print  # progress lines (stderr in the CLI)
     seconds: dict = field(default_factory=dict)  # time per preparation step, e.g. {"hash": 3.2}
+    chat_format: ChatFormat | None = None  # how the server will render the chat
+    blob: Path | None = None  # the file uploaded when it is not the GGUF itself (a canonical copy)
+    architecture: str | None = None  # the GGUF's general.architecture
+    has_chat_template: bool = False  # the GGUF carries tokenizer.chat_template
+
+    @property
+    def upload_path(self) -> Path:
+        return self.blob or self.gguf
 
 
 @dataclass
@@ -119,7 +131,8 @@ def choose(to: str, options: PublishOptions, found: dict | None = None):
 # ---------------------------------------------------------------- preparing a request
 
 def variant_modelfile(variant: Variant, gguf: Path, info: ChatInfo) -> tuple[mfmod.Modelfile, str, str]:
-    """(Modelfile with FROM = the GGUF's absolute path, family or custom file, why)."""
+    """(Modelfile with FROM = the GGUF's absolute path, family or custom file, why), before the chat format
+    is decided (:func:`chat_modelfile`)."""
     if variant.modelfile is not None:
         base = mfmod.parse_file(variant.modelfile, require_from=False)
         source, why = os.fspath(variant.modelfile), f"{variant.keypath}.modelfile"
@@ -130,12 +143,24 @@ def variant_modelfile(variant: Variant, gguf: Path, info: ChatInfo) -> tuple[mfm
             fam, why = detect_family(info)
             if fam is None:
                 raise GLError(f"{variant.keypath}: cannot tell the Modelfile family of {gguf.name} ({why}); set "
-                              f"family = one of gemma3, gemma4, llama3, qwen2.5, mistral, phi4")
+                              f"family = one of {', '.join(FAMILIES)}")
         base, source = template(fam), fam
     mf = compose(base, os.fspath(gguf.absolute()), template_override=variant.template, system=variant.system,
                  parameters=variant.parameters or None, license=variant.license, messages=variant.messages,
                  path=f"{variant.name} Modelfile")
     return mf, source, why
+
+
+def chat_modelfile(variant: Variant, mf: mfmod.Modelfile, source: str, info: ChatInfo,
+                   server: OllamaVersion | None) -> tuple[mfmod.Modelfile, ChatFormat]:
+    """The Modelfile to send for this server, and how its chat will be rendered (publish/chat_format.py)."""
+    own = variant.template is not None or variant.modelfile is not None
+    if variant.template is not None:
+        label = f"{variant.keypath}.template"
+    else:
+        label = source if variant.modelfile is not None else f"modelfiles/{source}"
+    return decide(mf, architecture=info.architecture, chat_template=info.chat_template, server=server,
+                  own_template=own, source=label)
 
 
 def create_body(name: ModelName, mf: mfmod.Modelfile, gguf: Path, digest: str) -> dict:
@@ -163,7 +188,8 @@ def hash_with_progress(path: Path, echo, progress: bool) -> tuple[str, bool]:
 def build_request(cfg: Config, variant: Variant, options: PublishOptions, *, echo=print,
                   findings_out: list | None = None) -> PublishRequest:
     """Everything a publisher needs; ``findings_out`` receives the Modelfile lint findings."""
-    name = parse_name(variant.name, what=f"{variant.keypath} model name")
+    name = publishable(parse_name(variant.name, what=f"{variant.keypath} model name"),
+                       what=f"{variant.keypath} model name")
     if options.push:
         if not options.namespace:
             raise GLError(f"--push needs publish.namespace in {cfg.path} (the ollama.com account to push to)")
@@ -171,6 +197,7 @@ def build_request(cfg: Config, variant: Variant, options: PublishOptions, *, ech
     gguf = variant.gguf
     info = chat_info(gguf)
     mf, source, why = variant_modelfile(variant, gguf, info)
+    mf, chat = chat_modelfile(variant, mf, source, info, options.server_version)
     findings = lint_variant(mf, info)
     if findings_out is not None:
         findings_out.extend(findings)
@@ -179,7 +206,8 @@ def build_request(cfg: Config, variant: Variant, options: PublishOptions, *, ech
     hashed = {} if was_cached else {"hash": time.monotonic() - started}
     body = create_body(name, mf, gguf, digest)
     return PublishRequest(name, gguf, digest, gguf.stat().st_size, mf, body, options, variant,
-                          source, echo, hashed)
+                          source, echo, hashed, chat, architecture=info.architecture,
+                          has_chat_template=bool(info.chat_template))
 
 
 def options_from(settings: PublishSettings, *, host=None, push=False, dry_run=False,

@@ -76,9 +76,9 @@ def test_dry_run_prints_the_modelfile_and_requests_and_changes_nothing(gl, proje
     code, out, err = gl("publish", NAME, "--config", project / "gl.toml", "--host", fake_ollama.url, "--dry-run",
                         "--push")
     assert code == 0, out + err
-    chat = out.splitlines()[0]
-    assert chat.startswith("# chat: the TEMPLATE: ") and f"is sent: Ollama 0.33.0-rc2 keeps it over" in chat
-    assert f"\n# Modelfile for {NAME}\n" in out
+    (chat,) = [line for line in err.splitlines() if line.startswith("chat: ")]
+    assert chat.startswith("chat: the TEMPLATE: ") and "is sent: Ollama 0.33.0-rc2 keeps it over" in chat
+    assert f"# Modelfile for {NAME}\n" in out
     assert "PARAMETER stop <end_of_turn>" in out
     requests = [json.loads(line) for line in out.split("# ollama: requests, in order\n", 1)[1].splitlines()]
     assert [r["path"] for r in requests][-2:] == ["/api/copy", "/api/push"]

@@ -18,9 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import tiny_gguf
 from gl_plugins.redaction import redact
-from publish_support import closed_port_url, fake_ollama, write_config  # noqa: F401
+from publish_support import closed_port_url, fake_ollama, write_config, written_by_llama_quantize  # noqa: F401
 
 SECRETS = {
     "OLLAMA_API_KEY": "olk-0123456789-abcdefSECRET",
@@ -62,8 +61,8 @@ gguf = "tiny.gguf"
 
 
 @pytest.fixture
-def project(tmp_path):
-    tiny_gguf.write(tmp_path / "tiny.gguf")
+def project(tmp_path, llama_bin):
+    written_by_llama_quantize(tmp_path / "tiny.gguf")  # a model the server's create-time COPY can load
     return write_config(tmp_path, CONFIG)
 
 

@@ -89,6 +89,8 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
     refuse_if_errors(lint, f"the Modelfile of {variant.name}", force)
 
     echo(f"publisher: {publisher.name} ({reason})")
+    if req.chat_format is not None:
+        echo(f"chat: {req.chat_format.describe()}")
     result = call(publisher, "publish", req, returns=PublishResult)
 
     if as_json:
@@ -101,10 +103,7 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
                "findings": [f.to_dict() for f in validation + lint]}
         click.echo(redact(dumps(out)))
         return
-    chat = f"chat: {req.chat_format.describe()}" if req.chat_format is not None else None
     if dry_run:
-        if chat:
-            click.echo(f"# {chat}")
         for line in result.actions:
             click.echo(f"# {redact(line)}")
         click.echo(f"# Modelfile for {req.name.short()}")
@@ -115,8 +114,6 @@ def publish(name, config_path, to, host, push, dry_run, force, fmt):
         for f, text in result.files.items():
             click.echo(f"# {f}\n{text}", nl=False)
         return
-    if chat:
-        click.echo(chat)
     for line in result.actions:
         click.echo(redact(line))
     done = "unchanged" if result.unchanged else "published"

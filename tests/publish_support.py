@@ -83,10 +83,10 @@ def request_for(config: Path, name: str, host: str, *, push: bool = False, retry
     return build_request(cfg, cfg.variant(name), options, echo=lines.append)
 
 
-def written_by_gguf_py(path, **kw):
-    """A small llama GGUF (about 6 MB, F32) written by gguf-py, with a ChatML chat template."""
+def written_by_gguf_py(path, chat_template: str = tiny_gguf.CHATML_TEMPLATE, **kw):
+    """A small llama GGUF (about 6 MB, F32) written by gguf-py, with a chat template (ChatML)."""
     spec = SynthSpec(n_layer=2, hidden=256, ffn=512, dtype="F32",
-                     extra_kv={"tokenizer.chat_template": tiny_gguf.CHATML_TEMPLATE}, **kw)
+                     extra_kv={"tokenizer.chat_template": chat_template}, **kw)
     write_model(path, spec)
     return path
 

@@ -359,3 +359,17 @@ def test_a_name_in_another_case_reaches_the_existing_model(project, fake_ollama)
     result, req, _ = publish(project, fake_ollama, name="Tiny:q4")
     assert result.created  # confirmed although the server kept the name tiny:q4 (getExistingName)
     assert [m for m in os.listdir(fake_ollama.store.manifests / "registry.ollama.ai" / "library")] == ["tiny"]
+
+
+def test_a_gguf_whose_chat_template_can_do_more_gets_no_template(tmp_path, llama_bin, fake_ollama):
+    """shouldPreferChatTemplate (server/images.go) would pass gl's TEMPLATE over: gl sends none."""
+    written_by_llama_quantize(tmp_path / "tiny.gguf", chat_template=tiny_gguf.THINKING_JINJA)
+    config = write_config(tmp_path, CONFIG.replace('[models.tiny]\n', '[models.tiny]\nfamily = "qwen2.5"\n'))
+    result, req, _ = publish(config, fake_ollama)
+    assert req.chat_format.kind == "gguf" and "template" not in req.create
+    assert req.create["parameters"]["stop"] == ["<|im_start|>", "<|im_end|>"]
+    assert result.created
+    import ollama
+
+    assert ollama.Client(host=fake_ollama.url).show("tiny:q4").template == "{{ .Prompt }}"
+    assert publish(config, fake_ollama)[0].unchanged

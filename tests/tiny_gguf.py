@@ -12,6 +12,11 @@ CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['rol
 GEMMA_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\\n' + "
                   "message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}"
                   "{{'<start_of_turn>model\\n'}}{% endif %}")
+# a Qwen3-style chat template: tools with a round trip, and thinking
+THINKING_JINJA = ("{%- if tools %}<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>{% endif %}"
+                  "{% for message in messages %}{% if message.tool_calls %}<tool_call>{% endif %}"
+                  "{% if message.role == 'tool' %}<tool_response>{{ message.content }}</tool_response>{% endif %}"
+                  "<think>{{ message.reasoning_content }}</think>{% endfor %}")
 CHATML_TOKENS = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 GEMMA_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 

@@ -1,148 +1,192 @@
-"""Quality at matched size: llama.cpp's stock types against gl's ``budget`` recipe.
+"""The quality frontier: KL divergence against size, llama.cpp's stock types against gl's budget plans.
 
-On the real Gemma 3 270M (F16 base), quantize with stock llama-quantize types
-(Q2_K, Q3_K_S, Q4_K_M without an imatrix; IQ4_XS with one) and with
-``budget --target-bpw B`` where B is each stock file's own bits per weight (the
-budget is given the imatrix only where the stock type had one). Perplexity of
-every file, and of the F16 base, is measured with llama-perplexity on a fixed
-slice of Python's ``pydoc_data.topics`` text (the imatrix is computed on a
-different, non-overlapping slice).
+For each real sample model (its F16 base, provisioned by gl) and each stock
+llama-quantize type, this measures
 
-Prints a table (bpw, size, PPL, PPL ratio to F16) and, at each matched size,
-the ratio gl/stock of perplexities (below 1: gl's plan is better).
+- the stock file (``llama-quantize BASE OUT TYPE``), with gl's imatrix of the
+  base wherever llama.cpp's documentation advises one (tools/quantize/README.md:
+  quantization loss "can be minimized by using a suitable imatrix file"; so every
+  type below Q8_0, whose quantizer ignores importance data);
+- gl's ``budget`` plan at exactly that file's bits per weight, with the same imatrix.
 
-    python bench/quality.py [--chunks 12] [--threads 2] [--imatrix FILE] [--keep DIR]
+Each file is validated against the base through gl's candidate measurement
+(gl_plugins.validate.candidates): mean/median/p99/p99.9 KLD, same-top-p, RMS Δp and
+the PPL ratio on the evaluation text, and the generation-loop check (the share of
+gl's generation prompts that collapse). The imatrix comes from gl's calibration text,
+a slice of pydoc_data.topics disjoint from the evaluation text
+(gl_plugins.toolchain.texts). Outcomes are cached by (base, plan, imatrix, settings),
+so a second run reuses what is measured and an interrupted run resumes.
+
+Prints one line per candidate as it goes (with an ETA), then a table per model with the
+budget/stock mean-KLD ratio at each size.
+
+    python bench/quality.py [--model gemma3-270m] [--model qwen2.5-coder-1.5b] [--types Q2_K,Q4_K_M]
+                            [--chunks 4] [--kinds stock,budget] [--json OUT] [--plot OUT.png]
+    python bench/quality.py --from-json OUT [--plot OUT.png]     # table and plot of an earlier run
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gl_plugins.toolchain import llamacpp  # noqa: E402
+from gl_plugins.facts import facts_from_gguf  # noqa: E402
+from gl_plugins.imatrix.calibrate import make as make_imatrix  # noqa: E402
+from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
+from gl_plugins.plan.sources import plan_from_recipe  # noqa: E402
 from gl_plugins.toolchain.samples import provision  # noqa: E402
-from gl_plugins.facts import load_facts  # noqa: E402
-from gl_plugins.plan.resolve import command, resolve, stock_plan  # noqa: E402
-from gl_plugins.plan.recipes import Budget  # noqa: E402
-from gl_plugins.plan.tensor_map import write_map  # noqa: E402
+from gl_plugins.validate.candidates import measure  # noqa: E402
 
-STOCK = [("Q2_K", False), ("Q3_K_S", False), ("Q4_K_M", False), ("IQ4_XS", True)]
-EVAL_SLICE = (0, 120_000)  # characters of the sorted, joined topics used for perplexity
-CALIB_SLICE = (250_000, 400_000)  # characters used for the imatrix
-_PPL = re.compile(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)")
-
-
-def topics_text(a: int, b: int) -> str:
-    from pydoc_data import topics
-
-    return "\n\n".join(topics.topics[k] for k in sorted(topics.topics))[a:b]
+MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
+STOCK_TYPES = ("Q2_K", "Q2_K_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K_S",
+               "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+KINDS = ("stock", "budget")
+# what the generation validator calls a failure: degenerate text on any prompt, or sentence loops on most
+COLLAPSE_CODES = ("generation-collapse", "generation-loop")
 
 
-def perplexity(model: Path, text: Path, chunks: int, threads: int) -> tuple[float, float]:
-    r = llamacpp.run_tool("llama-perplexity", ["-m", model, "-f", text, "-c", 512, "--chunks", chunks,
-                                               "-t", threads, "-b", 512], timeout=3600)
-    m = _PPL.search(r.stdout + r.stderr)
-    if not m:
-        raise SystemExit(f"llama-perplexity printed no final estimate for {model}")
-    return float(m[1]), float(m[2])
+def collapsed(row: dict) -> bool:
+    return any(c in row["errors"] for c in COLLAPSE_CODES)
 
 
-def quantize(base: Path, plan, out: Path, work: Path, imatrix: Path | None, threads: int) -> None:
-    map_path = None
-    if plan.rules:
-        map_path = work / (out.stem + ".map.txt")
-        write_map(map_path, plan.rules)
-    args = command(plan, base, out, map_path, imatrix if plan.imatrix else None, threads=threads)
-    llamacpp.run_tool("llama-quantize", args, timeout=3600)
+def imatrix_advised(ftype: str) -> bool:
+    """Whether the stock type gets the imatrix (see the module docstring)."""
+    return ftype != "Q8_0"
+
+
+def candidates(model: str, types, kinds):
+    """(kind, type, plan, imatrix) in order of size, the budget plan right after its stock file."""
+    base = provision(f"{model}-f16")
+    facts = facts_from_gguf(base)
+    imx = make_imatrix(base, echo=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    rows = []
+    for t in types:
+        use = imx if imatrix_advised(t) else None
+        stock = stock_plan(t, imatrix=use is not None)
+        bpw = resolve(stock, facts).bpw
+        if "stock" in kinds:
+            rows.append(("stock", t, stock, use, bpw))
+        if "budget" in kinds:
+            rows.append(("budget", t, plan_from_recipe(facts, "budget", {"target_bpw": bpw}, imatrix=use), use, bpw))
+    rows.sort(key=lambda r: (r[4], r[0] != "stock"))
+    return base, rows
+
+
+def run(models, types, kinds, chunks: int) -> list[dict]:
+    out = []
+    plans = [(m, *candidates(m, types, kinds)) for m in models]
+    total = sum(len(rows) for _, _, rows in plans)
+    done, t0 = 0, time.monotonic()
+    for model, base, rows in plans:
+        for kind, t, plan, imx, target in rows:
+            label = f"{model} {kind} {t}" + (f" @ {target:.3f}" if kind == "budget" else "")
+            start = time.monotonic()
+            o = measure(base, plan, label=label, imatrix=imx, chunks=chunks)
+            took = time.monotonic() - start
+            done += 1
+            measured = [r for r in out if r["seconds_run"] > 1]
+            eta = (total - done) * (sum(r["seconds_run"] for r in measured) / len(measured)) if measured else 0
+            k = o.kld
+            loops = "-" if o.loops is None else f"{o.loops:.2f}"
+            print(f"[{done}/{total}] {label:<44} {o.bpw:6.3f} bpw  KLD {k.get('mean', float('nan')):.4f} "
+                  f"p99 {k.get('p99', float('nan')):.3f}  loops {loops}  "
+                  f"({'cached' if took < 1 else f'{took:.0f} s'}; ETA {eta / 60:.0f} min)", flush=True)
+            out.append({"model": model, "kind": kind, "type": t, "bpw": round(o.bpw, 4), "bytes": o.bytes,
+                        "kld": k, "loops": o.loops, "imatrix": imx is not None, "errors": o.errors,
+                        "collapses": any(c in o.errors for c in COLLAPSE_CODES),
+                        "seconds_run": round(took, 1), "seconds": o.seconds})
+    print(f"\n{total} candidates in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        by = {(r["kind"], r["type"]): r for r in mine}
+        lines += [f"\n{model} (mean KLD against the F16 base; loops: share of generation prompts that collapse, "
+                  f"* where the generation check fails the file)",
+                  f"{'type':<9}{'stock bpw':>10}{'stock KLD':>11}{'p99':>8}{'loops':>7}"
+                  f"{'budget bpw':>12}{'budget KLD':>12}{'p99':>8}{'loops':>7}{'ratio':>8}"]
+        for t in dict.fromkeys(r["type"] for r in mine):
+            s, b = by.get(("stock", t)), by.get(("budget", t))
+
+            def cols(r):
+                if r is None:
+                    return f"{'':>10}{'':>11}{'':>8}{'':>7}"
+                loops = ("-" if r["loops"] is None else f"{r['loops']:.2f}") + ("*" if collapsed(r) else " ")
+                return f"{r['bpw']:>10.3f}{r['kld']['mean']:>11.4f}{r['kld']['p99']:>8.3f}{loops:>7}"
+
+            ratio = f"{b['kld']['mean'] / s['kld']['mean']:>8.2f}" if s and b and s["kld"]["mean"] > 0 else ""
+            lines.append(f"{t:<9}{cols(s)}  {cols(b)}{ratio}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5), squeeze=False)
+    styles = {"stock": ("tab:blue", "o", "llama.cpp stock type"), "budget": ("tab:orange", "s", "gl budget plan")}
+    for ax, model in zip(axes[0], models):
+        for kind, (color, marker, label) in styles.items():
+            pts = sorted((r for r in rows if r["model"] == model and r["kind"] == kind and r["kld"]),
+                         key=lambda r: r["bpw"])
+            if not pts:
+                continue
+            ax.plot([r["bpw"] for r in pts], [r["kld"]["mean"] for r in pts], color=color, marker=marker,
+                    label=label, linewidth=1.2, markersize=5)
+            bad = [r for r in pts if collapsed(r)]
+            if bad:
+                ax.scatter([r["bpw"] for r in bad], [r["kld"]["mean"] for r in bad], s=140, facecolors="none",
+                           edgecolors="red", linewidths=1.5, zorder=5, label=f"{kind}: generation check fails")
+            if kind == "stock":
+                for r in pts:
+                    ax.annotate(r["type"], (r["bpw"], r["kld"]["mean"]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points", color="0.35")
+        ax.set_yscale("log")
+        ax.set_xlabel("bits per weight (whole file)")
+        ax.set_ylabel("mean KL divergence vs F16 base (log)")
+        ax.set_title(model)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--chunks", type=int, default=12, help="512-token chunks of text for perplexity")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--imatrix", help="an imatrix for the base (default: computed on the calibration slice)")
-    ap.add_argument("--keep", help="keep the quantized files in this folder")
+    ap.add_argument("--model", action="append", choices=MODELS, help="repeatable; default: both")
+    ap.add_argument("--types", help="comma-separated subset of: " + ",".join(STOCK_TYPES))
+    ap.add_argument("--kinds", default=",".join(KINDS), help="stock,budget (default both)")
+    ap.add_argument("--chunks", type=int, default=4, help="512-token chunks of the evaluation text for KLD")
+    ap.add_argument("--json", dest="json_out", metavar="OUT", help="write the rows here")
+    ap.add_argument("--plot", metavar="OUT.png", help="draw mean KLD against bpw (needs matplotlib: the bench extra)")
+    ap.add_argument("--from-json", metavar="IN", help="print the table and draw the plot of rows measured before")
     a = ap.parse_args(argv)
-
-    base = provision("gemma3-270m-f16")
-    facts = load_facts(base)
-    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="gl-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    eval_txt = work / "eval.txt"
-    eval_txt.write_text(topics_text(*EVAL_SLICE))
-    if a.imatrix:
-        imx = Path(a.imatrix)
+    types = [t.strip().upper() for t in a.types.split(",")] if a.types else list(STOCK_TYPES)
+    unknown = [t for t in types if t not in STOCK_TYPES]
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if unknown or not set(kinds) <= set(KINDS):
+        ap.error(f"unknown type or kind: {', '.join(unknown + [k for k in kinds if k not in KINDS])}")
+    if a.from_json:
+        rows = json.loads(Path(a.from_json).read_text())
     else:
-        imx = work / "imatrix.gguf"
-        if not imx.exists():
-            calib = work / "calib.txt"
-            calib.write_text(topics_text(*CALIB_SLICE))
-            print("computing the imatrix on the calibration slice ...", file=sys.stderr)
-            llamacpp.run_tool("llama-imatrix", ["-m", base, "-f", calib, "-o", imx, "-t", a.threads, "-c", 512,
-                                                "--chunks", 40], timeout=7200)
-
-    rows = []  # (label, bpw, bytes, ppl, err, kind, matched_to)
-
-    def measure(label, path, bpw, size, kind, matched=None):
-        t = time.time()
-        ppl, err = perplexity(path, eval_txt, a.chunks, a.threads)
-        print(f"{label:<34} {bpw:6.3f} bpw  PPL {ppl:8.3f} ± {err:.3f}  ({time.time() - t:.0f} s)", file=sys.stderr)
-        rows.append((label, bpw, size, ppl, err, kind, matched))
-
-    measure("F16 base", base, resolve(stock_plan("F16"), facts).bpw, os.path.getsize(base), "base")
-    for ftype, with_imx in STOCK:
-        plan = stock_plan(ftype, imatrix=with_imx)
-        res = resolve(plan, facts)
-        out = work / f"stock-{ftype}.gguf"
-        quantize(base, plan, out, work, imx, a.threads)
-        label = f"stock {ftype}" + (" (imatrix)" if with_imx else "")
-        measure(label, out, res.bpw, os.path.getsize(out), "stock")
-        bplan = Budget().plan(facts, target_bpw=res.bpw, imatrix_path=str(imx) if with_imx else None)
-        bres = resolve(bplan, facts)
-        bout = work / f"budget-{ftype}.gguf"
-        quantize(base, bplan, bout, work, imx, a.threads)
-        measure(f"gl budget @ {res.bpw:.3f}" + (" (imatrix)" if with_imx else ""), bout, bres.bpw,
-                os.path.getsize(bout), "gl", label)
-        out.unlink()
-        bout.unlink()
-
-    f16 = rows[0][3]
-    print(f"\nGemma 3 270M, perplexity on {a.chunks} x 512 tokens of pydoc_data.topics "
-          f"(characters {EVAL_SLICE[0]}-{EVAL_SLICE[1]})")
-    print("note: the F16 base is the package's Q4_K_M file dequantized, so stock Q4_K_M re-creates it almost "
-          "exactly\n")
-    print(f"{'file':<34} {'bpw':>7} {'MiB':>8} {'PPL':>9} {'±':>6} {'PPL/F16':>8}")
-    for label, bpw, size, ppl, err, kind, _ in rows:
-        print(f"{label:<34} {bpw:7.3f} {size / 2**20:8.2f} {ppl:9.3f} {err:6.3f} {ppl / f16:8.3f}")
-    print(f"\n{'matched size':<34} {'gl bpw':>7} {'stock bpw':>9} {'gl/stock PPL':>13}")
-    stock = {r[0]: r for r in rows if r[5] == "stock"}
-    wins = 0
-    for label, bpw, size, ppl, err, kind, matched in rows:
-        if kind != "gl":
-            continue
-        s = stock[matched]
-        ratio = ppl / s[3]
-        wins += ratio < 1 and bpw <= s[1] + 1e-9
-        print(f"{matched:<34} {bpw:7.3f} {s[1]:9.3f} {ratio:13.4f}")
-    print(f"\ngl's budget plan is smaller-or-equal and has lower perplexity at {wins} of "
-          f"{sum(1 for r in rows if r[5] == 'gl')} matched sizes")
-    for label, bpw, size, ppl, err, kind, _ in rows:
-        if kind != "gl":
-            continue
-        bigger = [r for r in rows if r[5] == "stock" and r[1] >= bpw - 1e-9]
-        beaten = [r[0] for r in bigger if ppl < r[3]]
-        print(f"{label}: lower perplexity than {len(beaten)} of the {len(bigger)} stock files of equal or "
-              f"larger size" + (f" ({', '.join(beaten)})" if beaten else ""))
-    if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        rows = run(a.model or list(MODELS), types, kinds, a.chunks)
+    print(table(rows))
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(rows, indent=1) + "\n")
+    if a.plot:
+        plot(rows, a.plot)
+        print(f"plot: {a.plot}")
     return 0
 
 

@@ -1,0 +1,115 @@
+"""A candidate quantization measured end to end, and remembered.
+
+:func:`measure` quantizes a base with a plan (and imatrix), validates the
+file against the base (structure, plan match, bits per weight, generation
+loops, KL divergence) and returns an :class:`Outcome`. Every outcome is
+cached under ``<cache>/candidates/`` by (base sha256, plan digest, imatrix
+sha256, evaluation settings, gl and llama.cpp versions), so a second run
+costs nothing, and a run that is interrupted loses only the candidate in
+flight: the quantized file is written through a temporary and removed
+afterwards unless it is to be kept. ``gl floor``, ``gl quantize --guard`` and
+``bench/quality.py`` measure through here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+VALIDATORS = ("structure", "plan-match", "bpw", "generation", "kld")
+
+
+@dataclass
+class Outcome:
+    """What one candidate measured: size, KL divergence, generation loops, and its errors."""
+
+    key: str
+    label: str
+    bpw: float
+    bytes: int
+    kld: dict  # mean, median, p99, p999, max, same_top_p, rms_dp, ppl_ratio (toolchain.llama_eval.KLDivergence)
+    loops: float | None  # share of the generation prompts that collapsed (loop, empty or non-words)
+    errors: list[str] = field(default_factory=list)  # finding codes of severity error
+    seconds: float = 0.0
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_digest(plan) -> str:
+    """A digest of what a plan makes llama-quantize do (not of the recipe's notes about it)."""
+    from gl_plugins.plan.resolve import plan_to_dict
+
+    d = plan_to_dict(plan)
+    d.pop("params", None)
+    d.pop("recipe", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def settings(chunks: int, ctx: int) -> dict:
+    from gl_plugins.validate.generation import Generation
+
+    return {"kld": {"chunks": chunks, "ctx": ctx}, "generation": dict(Generation.defaults)}
+
+
+def cache_key(base, plan, imatrix, chunks: int, ctx: int) -> str:
+    from gl_plugins import __version__
+    from gl_plugins.digests import digest
+    from gl_plugins.toolchain.llama_eval import _version
+    from gl_plugins.toolchain.llamacpp import find_tool
+    from gl_plugins.toolchain.texts import digest as text_digest
+
+    parts = [digest(base)[0], plan_digest(plan), digest(imatrix)[0] if imatrix else None,
+             settings(chunks, ctx), text_digest("evaluation"), __version__,
+             _version(os.fspath(find_tool("llama-quantize")))]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _cache_dir() -> Path:
+    from gl_plugins.toolchain.llamacpp import cache_root
+
+    return cache_root() / "candidates"
+
+
+def cached(base, plan, imatrix, chunks: int, ctx: int) -> Outcome | None:
+    path = _cache_dir() / f"{cache_key(base, plan, imatrix, chunks, ctx)}.json"
+    try:
+        return Outcome(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int = 512, keep: Path | None = None,
+            echo=None) -> Outcome:
+    """Quantize ``base`` with ``plan``, validate the file, and remember the outcome (see module doc).
+
+    With ``keep`` the quantized file (and its provenance) is left there; otherwise it is removed.
+    """
+    from gl_plugins.atomic import atomic_write
+    from gl_plugins.digests import digest
+    from gl_plugins.quantize.run import quantize
+    from gl_plugins.validate.run import validate_file
+
+    key = cache_key(base, plan, imatrix, chunks, ctx)
+    hit = cached(base, plan, imatrix, chunks, ctx)
+    if hit is not None and (keep is None or keep.exists()):
+        return hit
+    _cache_dir().mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=_cache_dir(), prefix=".candidate-") as tmp:
+        out = keep or Path(tmp) / f"{key}.gguf"
+        quantize(base, out, plan, imatrix=imatrix, progress=False, force=True, echo=echo)
+        report = validate_file(out, base=base, only=VALIDATORS, options=settings(chunks, ctx))
+        fig = report.figures
+        outcome = Outcome(key=key, label=label, bpw=float(fig.get("bpw") or 0.0), bytes=out.stat().st_size,
+                          kld=fig.get("kld") or {}, loops=fig.get("loop_share"),
+                          errors=sorted({f.code for f in report.findings if f.severity == "error"}),
+                          seconds=round(time.monotonic() - t0, 1), sha256=digest(out)[0])
+    atomic_write(_cache_dir() / f"{key}.json", json.dumps(outcome.to_dict()), parents=True)
+    return outcome

@@ -373,3 +373,29 @@ def test_a_gguf_whose_chat_template_can_do_more_gets_no_template(tmp_path, llama
 
     assert ollama.Client(host=fake_ollama.url).show("tiny:q4").template == "{{ .Prompt }}"
     assert publish(config, fake_ollama)[0].unchanged
+
+
+def test_without_llama_quantize_the_file_goes_as_it_is_and_the_servers_digest_is_remembered(
+        tmp_path, llama_bin, fake_ollama, monkeypatch):
+    gguf = written_by_gguf_py(tmp_path / "tiny.gguf")
+    config = write_config(tmp_path, CONFIG)
+    for var in ("GL_LLAMA_CPP",):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GL_CACHE", str(tmp_path / "no-tools"))  # gl finds no llama.cpp build
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    result, req, _ = publish(config, fake_ollama)
+    assert req.digest == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert any(a.startswith("llama-quantize is not installed") for a in result.actions)
+    assert any(a.startswith("the server stored sha256:") for a in result.actions)
+    assert publish(config, fake_ollama)[0].unchanged
+
+
+def test_a_dry_run_after_a_publish_names_the_canonical_copy(tmp_path, llama_bin, fake_ollama):
+    written_by_gguf_py(tmp_path / "tiny.gguf")
+    config = write_config(tmp_path, CONFIG)
+    _, published, _ = publish(config, fake_ollama)
+    req = request_for(config, "tiny:q4", fake_ollama.url)
+    req.options.dry_run = True
+    result = OllamaPublisher().publish(req)
+    assert result.requests[1] == {"method": "HEAD", "path": f"/api/blobs/sha256:{published.digest}"}
+    assert any(a.startswith("tiny.gguf is not canonical (remembered)") for a in result.actions)

@@ -72,18 +72,26 @@ def rewritten_by_server(path: str | os.PathLike) -> bool:
     return not any(t.name.startswith(COMPATIBILITY_PREFIXES) for t in read_header(path).tensors)
 
 
-def canonical(path: Path, digest: str, echo=lambda m: None) -> Canonical:
-    """The bytes Ollama's COPY turns ``path`` (sha256 ``digest``) into, as a file to upload."""
-    index = _load()
-    entry = index.get(digest) or {}
+def remembered(path: Path, digest: str) -> Canonical | None:
+    """The canonical form of ``path`` (sha256 ``digest``) when an earlier COPY found it; None: not known."""
+    entry = _load().get(digest) or {}
     if entry.get("same"):
         return Canonical(path, digest, False)
     kept = folder() / digest / path.name
     if entry.get("sha256") and kept.is_file() and digests.cached(kept) == entry["sha256"]:
         return Canonical(kept, entry["sha256"], True)
-    from gl_plugins.toolchain.llamacpp import ToolError, find_tool, run_tool
+    return None
 
-    find_tool("llama-quantize")  # missing tools say so themselves
+
+def canonical(path: Path, digest: str, echo=lambda m: None) -> Canonical:
+    """The bytes Ollama's COPY turns ``path`` (sha256 ``digest``) into, as a file to upload."""
+    known = remembered(path, digest)
+    if known is not None:
+        return known
+    index = _load()
+    entry = index.get(digest) or {}
+    kept = folder() / digest / path.name
+    from gl_plugins.toolchain.llamacpp import ToolError, run_tool
     echo(f"running llama-quantize --allow-requantize {path.name} COPY, as the server will at create")
     started = time.monotonic()
     try:

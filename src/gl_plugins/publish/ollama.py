@@ -145,6 +145,13 @@ class OllamaPublisher:
             result.actions.append(f"{req.gguf.name} holds compatibility tensors (a., mm., mtp., s., v.), so the "
                                   f"server stores it as uploaded")
             return
+        from gl_plugins.toolchain.llamacpp import find_tool
+
+        if canonical.remembered(req.gguf, req.digest) is None and find_tool("llama-quantize", required=False) is None:
+            result.actions.append(f"llama-quantize is not installed (gl toolchain install), so {req.gguf.name} "
+                                  f"is uploaded as it is; the server's create rewrites it, and gl remembers the "
+                                  f"digest it stores")
+            return
         c = canonical.canonical(req.gguf, req.digest, echo=req.echo)
         took = f" in {c.seconds:.1f} s" if c.seconds else " (remembered)"
         if c.seconds:
@@ -433,14 +440,20 @@ class OllamaPublisher:
 
     def _plan(self, req: PublishRequest, result: PublishResult) -> PublishResult:
         version = req.options.server_version
-        rewrites = version is None or version.rewrites_gguf
         note = None
-        if rewrites and canonical.rewritten_by_server(req.gguf):
-            note = (f"the digest of {req.gguf.name} after llama-quantize --allow-requantize COPY, which gl runs "
-                    f"before uploading because the server runs it at create")
-            result.actions.append(f"dry run: gl would first run llama-quantize COPY on {req.gguf.name}; the "
-                                  f"blob requests name the digest of its result, shown as sha256:{req.digest[:12]} "
-                                  f"(the GGUF's own) when COPY gives it back byte-identical")
+        if (version is None or version.rewrites_gguf) and canonical.rewritten_by_server(req.gguf):
+            known = canonical.remembered(req.gguf, req.digest)
+            if known is not None and known.changed:
+                result.actions.append(f"{req.gguf.name} is not canonical (remembered): gl would upload its "
+                                      f"llama-quantize COPY, sha256 {known.digest[:12]}")
+                req.blob, req.size = known.path, known.path.stat().st_size
+                self._retarget(req, known.digest)
+            elif known is None:
+                note = (f"the digest of {req.gguf.name} after llama-quantize --allow-requantize COPY, which gl runs "
+                        f"before uploading because the server runs it at create")
+                result.actions.append(f"dry run: gl would first run llama-quantize COPY on {req.gguf.name}; the "
+                                      f"blob requests name its own digest, sha256:{req.digest[:12]}, which stays "
+                                      f"only if COPY gives the file back byte-identical")
         digest = f"sha256:{req.digest}"
         head = {"method": "HEAD", "path": f"/api/blobs/{digest}"}
         if note:
@@ -452,7 +465,7 @@ class OllamaPublisher:
             create["sent_by"] = "gl itself: the ollama client cannot send renderer, parser or requires"
         reqs = [{"method": "GET", "path": "/api/version"}, head,
                 {"method": "POST", "path": f"/api/blobs/{digest}",
-                 "body": f"<{req.size} bytes of {req.gguf}>", "when": "the HEAD answers 404"},
+                 "body": f"<{req.size} bytes of {req.upload_path}>", "when": "the HEAD answers 404"},
                 {"method": "POST", "path": "/api/show", "body": {"model": req.name.short()}},
                 create,
                 {"method": "POST", "path": "/api/show", "body": {"model": req.name.short()}},

@@ -22,7 +22,7 @@ from gl_plugins.toolchain import llamacpp
 def llama_bin() -> Path:
     """The folder of the llama.cpp tools gl drives (built into the cache when missing)."""
     tools = llamacpp.found_tools()
-    if not all(tools.values()) or not llamacpp.find_tool(llamacpp.TYPES_HELPER, required=False):
+    if not all(tools.values()) or not all(llamacpp.find_tool(h, required=False) for h in llamacpp.HELPERS):
         llamacpp.install(echo=lambda m: print(m, file=sys.stderr))
         tools = llamacpp.found_tools()
     missing = [t for t, p in tools.items() if p is None]

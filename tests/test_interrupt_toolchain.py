@@ -66,6 +66,6 @@ def test_interrupted_builds_leave_nothing_and_a_rerun_builds_working_tools(priva
     bin_dir = private_cache / "llama.cpp" / VERSION / "bin"
     assert f"llama.cpp tools ready in {bin_dir}" in out
     assert temporaries(private_cache) == []
-    assert sorted(p.name for p in bin_dir.iterdir()) == sorted([*llamacpp.TOOLS, llamacpp.TYPES_HELPER])
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted([*llamacpp.TOOLS, *llamacpp.HELPERS])
     r = subprocess.run([str(bin_dir / "llama-quantize"), "--help"], capture_output=True, text=True, timeout=60)
     assert "usage" in (r.stdout + r.stderr).lower()

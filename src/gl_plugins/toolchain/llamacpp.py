@@ -25,6 +25,9 @@ from gl_plugins.errors import ToolError
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-completion")
 TYPES_HELPER = "gl-ggml-types"
+QUANT_ERROR_HELPER = "gl-quant-error"
+# gl's own programs, built against ggml with the tools (their C sources are in gl_plugins/data)
+HELPERS = {TYPES_HELPER: "gl_ggml_types.c", QUANT_ERROR_HELPER: "gl_quant_error.c"}
 # threads for every tool gl runs; $GL_THREADS overrides (1 is much faster on a machine whose cores are busy)
 THREADS = 2
 
@@ -147,30 +150,43 @@ def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     return dest
 
 
-def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
-    """Run a build step; ``progress(done, total)`` follows ninja's ``[n/N]`` lines."""
+def run_lines(cmd: list[str], on_line=None, cwd: Path | None = None) -> None:
+    """Run a program in a process group of its own, passing each line it prints (stdout and stderr)
+    to ``on_line``; ToolError with the last lines on failure. An interrupt, or an exception raised by
+    ``on_line``, stops the program and everything it started."""
     from gl_plugins.interrupts import popen_group, stop_group
 
-    proc = popen_group(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = popen_group(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       text=True, errors="replace")
     tail: list[str] = []
     try:
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-30:]
-            m = re.match(r"\[(\d+)/(\d+)\]", line)
-            if m and progress is not None:
-                progress(int(m.group(1)), int(m.group(2)))
-    except BaseException:  # an interrupt reaches gl alone: stop cmake, ninja and the compilers with it
+            if on_line is not None:
+                on_line(line)
+    except BaseException:  # an interrupt reaches gl alone: stop the program (cmake: ninja, compilers) with it
         stop_group(proc)
         raise
     finally:
         proc.stdout.close()
     rc = proc.wait()
     if rc != 0:
-        raise ToolError(f"`{' '.join(cmd[:3])} …` failed with status {rc}:\n" + "\n".join(tail))
+        why = f"was killed by signal {-rc}" if rc < 0 else f"failed with status {rc}"
+        raise ToolError(f"`{' '.join(map(str, cmd[:3]))} …` {why}:\n" + "\n".join(tail))
+
+
+def _run_build(cmd: list[str], cwd: Path, progress=None) -> None:
+    """Run a build step; ``progress(done, total)`` follows ninja's ``[n/N]`` lines."""
+    def on_line(line: str) -> None:
+        m = re.match(r"\[(\d+)/(\d+)\]", line)
+        if m and progress is not None:
+            progress(int(m.group(1)), int(m.group(2)))
+
+    run_lines(cmd, on_line, cwd)
 
 
 def _installed(bin_dir: Path) -> bool:
-    return all((bin_dir / t).exists() for t in (*TOOLS, TYPES_HELPER))
+    return all((bin_dir / t).exists() for t in (*TOOLS, *HELPERS))
 
 
 @contextlib.contextmanager
@@ -245,7 +261,8 @@ def _install(final: Path, bin_dir: Path, jobs: int | None, echo) -> Path:
         staged.mkdir(parents=True)
         for t in TOOLS:
             shutil.copy2(build / "bin" / t, staged / t)
-        _build_types_helper(src, build, staged / TYPES_HELPER)
+        for helper in HELPERS:
+            _build_helper(helper, src, build, staged / helper)
         (work / "out" / "VERSION").write_text(LLAMA_CPP_PYTHON_VERSION + "\n")
         if final.exists():  # moved aside, not deleted first: the old tools stay until the new ones are in place
             os.replace(final, work / "old")
@@ -273,23 +290,30 @@ def _ninja() -> str:
     raise ToolError("ninja is needed to build llama.cpp; install it (pip install ninja)")
 
 
-def _build_types_helper(src: Path, build: Path, out: Path) -> None:
+def helper_source(name: str) -> Path:
+    """The C source of one of gl's ggml helpers (package data)."""
     from importlib.resources import files
 
-    c_src = Path(str(files("gl_plugins") / "data" / "gl_ggml_types.c"))
-    libs = [p for p in (build / "ggml" / "src").rglob("libggml*.a")]
-    base = [p for p in libs if p.name == "libggml-base.a"]
+    return Path(str(files("gl_plugins") / "data" / HELPERS[name]))
+
+
+def _build_helper(name: str, src: Path, build: Path, out: Path) -> None:
+    """Compile one of gl's helpers against the ggml of this build (libggml-base.a, its headers).
+
+    The helper is told the sha256 of its source, which it prints with ``--version``."""
+    from gl_plugins.digests import sha256_file
+
+    c_src = helper_source(name)
+    base = [p for p in (build / "ggml" / "src").rglob("libggml-base.a")]
     cc = shutil.which(os.environ.get("CC", "cc")) or "cc"
-    cmd = [cc, "-O1", "-I", str(src / "ggml" / "include"), str(c_src), *map(str, base), "-lm", "-lpthread",
-           "-o", str(out)]
+    cmd = [cc, "-O2", f"-DGL_SOURCE_SHA256=\"{sha256_file(c_src)}\"", "-I", str(src / "ggml" / "include"),
+           str(c_src), *map(str, base), "-lm", "-lpthread", "-o", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        # C++ runtime pieces of ggml-base need the C++ linker
-        cmd[0] = shutil.which("c++") or "c++"
-        cmd += ["-lstdc++"]
+        cmd += ["-lstdc++"]  # the C++ pieces of ggml-base need the C++ runtime
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            raise ToolError("could not build the ggml type-table helper: " + r.stderr.strip()[-500:])
+            raise ToolError(f"could not build gl's ggml helper {name}: " + r.stderr.strip()[-500:])
 
 
 # ---------------------------------------------------------------- running

@@ -117,5 +117,5 @@ def test_format_json_and_json_are_one_option(gl, synthetic_model, command):
 def test_every_error_has_one_prefix(gl, args):
     code, _, err = gl(*args)
     assert code == 2
-    assert [line for line in err.splitlines() if "rror" in line][0].startswith("gl: error: ")
+    assert [line for line in err.splitlines() if "rror:" in line][0].startswith("gl: error: ")
     assert "Error:" not in err

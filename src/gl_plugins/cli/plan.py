@@ -1,11 +1,12 @@
-"""``gl plan``: make a tensor map with a recipe, or lint a hand-written one (``gl plan lint``)."""
+"""``gl plan``: make a tensor map with a recipe, lint a hand-written one (``gl plan lint``), or measure
+each tensor's quantization error (``gl plan errors``)."""
 
 from __future__ import annotations
 
 import click
 
-from gl_plugins.cli.options import (MODEL_HELP, chosen_format, deprecated, model_option, output_format,
-                                    pick_model)
+from gl_plugins.cli.options import (MODEL_HELP, chosen_format, deprecated, imatrix_option, model_option,
+                                    output_format, pick_model)
 from gl_plugins.cli.plugin_options import given, with_recipe_options
 
 MIB = 1024 * 1024
@@ -170,6 +171,7 @@ class PlanGroup(click.Group):
     def format_usage(self, ctx, formatter):
         super().format_usage(ctx, formatter)
         formatter.write_usage(f"{ctx.command_path} lint", "[OPTIONS] MODEL --map MAP", prefix=" " * 7)
+        formatter.write_usage(f"{ctx.command_path} errors", "[OPTIONS] MODEL", prefix=" " * 7)
 
     def format_epilog(self, ctx, formatter):
         from gl_plugins import host
@@ -258,3 +260,78 @@ def _lint_inputs(positional, option, map_path):
         deprecated("`gl plan lint MAP --model MODEL`", "`gl plan lint MODEL --map MAP`")
         return option, positional
     return pick_model(positional, option), map_path
+
+
+@plan.command("errors")
+@click.argument("model", required=False, metavar="MODEL")
+@model_option()
+@imatrix_option("Importance matrix: errors weighted by its column importances, as llama-quantize quantizes "
+                "with it.")
+@click.option("--types", metavar="T,T,...", help="Comma-separated types to measure (default: the budget "
+                                                 "recipe's candidates).")
+@click.option("--rows", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Rows sampled per tensor, evenly spaced (default: 128; all rows of smaller tensors).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Threads for the measurement (default: $GL_THREADS, else 2).")
+@output_format("text", "json")
+def errors(model, model_opt, imatrix, types, rows, threads, fmt):
+    """Measure each tensor's quantization error in each type, with ggml's own quantizers.
+
+    Samples rows of every quantizable tensor of MODEL, quantizes them to each type
+    as llama-quantize would (with the imatrix row weights when --imatrix is given),
+    dequantizes them back and prints, per tensor class and type, the mean relative
+    error sum((w - q)^2 m) / sum(w^2 m). Types whose block does not divide a
+    tensor's rows, or that need an imatrix there is none for, are listed as skipped.
+    Results are cached by the digests of the model, the imatrix and the helper: a
+    rerun is immediate and an interrupted run resumes.
+    """
+    from gl_plugins.findings import dumps
+    from gl_plugins.plan.measured import DEFAULT_ROWS, measure_errors
+
+    model = pick_model(model, model_opt)
+    table = measure_errors(model, imatrix=imatrix, types=types, rows=rows or DEFAULT_ROWS, threads=threads,
+                           echo=lambda m: click.echo(f"gl: {m}", err=True))
+    if fmt == "json":
+        click.echo(dumps(table.to_dict()))
+        return
+    _print_errors(table)
+
+
+def _print_errors(table) -> None:
+    import os
+
+    from gl_plugins.ggml_types import get_type
+    from gl_plugins.plan.measured import REASONS
+
+    echo = click.echo
+    classes = table.classes()
+    n_rows = sum(t.rows for t in table.tensors.values())
+    echo(f"{os.path.basename(table.model)}: {len(table.tensors)} tensors measured on {n_rows} sampled rows "
+         f"(up to {table.rows} per tensor), " + (f"weighted by {table.imatrix}" if table.imatrix else "no imatrix"))
+    echo(f"measured by {table.helper}")
+    echo(f"cache: {table.cache} ({table.measured} tensor(s) measured now, {table.seconds:.1f} s)")
+    echo("")
+    names = list(classes)
+    width = max(9, *(len(n) + 1 for n in names))
+    echo("mean relative error per tensor class (tensors in each class below its name)")
+    echo(f"  {'type':<8}{'bpw':>6}  " + "".join(f"{n:>{width}}" for n in names))
+    echo(f"  {'':<8}{'':>6}  " + "".join(f"{classes[n]['tensors']:>{width}}" for n in names))
+    types = sorted(table.types, key=lambda t: -get_type(t).bits_per_weight)
+    for ty in types:
+        cells = []
+        for n in names:
+            v = classes[n]["errors"].get(ty)
+            cells.append(f"{v:>{width}.2e}" if v is not None else f"{'-':>{width}}")
+        echo(f"  {ty:<8}{get_type(ty).bits_per_weight:>6.2f}  " + "".join(cells))
+    skipped: dict[tuple[str, str], dict[str, int]] = {}
+    for n in names:
+        for ty, reasons in classes[n]["skipped"].items():
+            for why, count in reasons.items():
+                skipped.setdefault((why, ty), {})[n] = count
+    if skipped:
+        echo("")
+        echo("skipped (-):")
+        for (why, ty), where in sorted(skipped.items(), key=lambda kv: (kv[0][0], types.index(kv[0][1]))):
+            echo(f"  {ty} on {sum(where.values())} tensor(s) ({', '.join(where)}): {REASONS.get(why, why)}")
+    for name, why in table.skipped_tensors.items():
+        echo(f"not measured: {name}: {why}")

@@ -6,7 +6,6 @@ Each test names the Go function it holds the stand-in to (tests/ollama_fake.py c
 from __future__ import annotations
 
 import hashlib
-import json
 
 import ollama
 import pytest

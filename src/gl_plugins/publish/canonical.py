@@ -92,6 +92,7 @@ def canonical(path: Path, digest: str, echo=lambda m: None) -> Canonical:
     entry = index.get(digest) or {}
     kept = folder() / digest / path.name
     from gl_plugins.toolchain.llamacpp import ToolError, run_tool
+
     echo(f"running llama-quantize --allow-requantize {path.name} COPY, as the server will at create")
     started = time.monotonic()
     try:
@@ -102,8 +103,7 @@ def canonical(path: Path, digest: str, echo=lambda m: None) -> Canonical:
                 raise GLError(f"{path}: llama-quantize cannot copy this GGUF ({e}); Ollama 0.30 and newer "
                               f"refuse it at create (failed to validate GGUF with llama-quantize)") from None
             new = digests.sha256_file(tmp)
-            same = new == digest
-            if same:
+            if new == digest:
                 raise _Same
     except _Same:
         index[digest] = {**entry, "same": True}

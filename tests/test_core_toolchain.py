@@ -71,7 +71,7 @@ def test_a_second_install_waits_for_the_first(tmp_path):
     with llamacpp._install_lock(tmp_path, lambda m: None):
         p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
         first = p.stdout.readline()
-        assert first.startswith(f"another gl is building llama.cpp in {tmp_path}; waiting")
+        assert first.startswith(f"another gl is building llama.cpp in {tmp_path / 'llama.cpp'}; waiting")
         time.sleep(0.5)
         assert p.poll() is None  # still waiting while the lock is held
     assert p.stdout.readline() == "got it\n" and p.wait(timeout=30) == 0

@@ -190,16 +190,20 @@ def _installed(bin_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _install_lock(folder: Path, echo):
-    """One build at a time per cache: a second gl waits for the first, then uses its tools."""
+def _install_lock(root: Path, echo):
+    """One build at a time per cache: a second gl waits for the first, then uses its tools.
+
+    The lock file sits in the cache root, beside the llama.cpp folder, so that folder holds only
+    finished builds.
+    """
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".install.lock", "a") as f:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".llama.cpp.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            echo(f"another gl is building llama.cpp in {folder}; waiting for it ...")
+            echo(f"another gl is building llama.cpp in {root / 'llama.cpp'}; waiting for it ...")
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -217,7 +221,7 @@ def install(force: bool = False, jobs: int | None = None, echo=print) -> Path:
     bin_dir = final / "bin"
     if not force and _installed(bin_dir):
         return bin_dir
-    with _install_lock(final.parent, echo):
+    with _install_lock(cache_root(), echo):
         if not force and _installed(bin_dir):  # built by the gl we waited for
             return bin_dir
         return _install(final, bin_dir, jobs, echo)

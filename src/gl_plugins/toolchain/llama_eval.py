@@ -243,6 +243,7 @@ def base_logits(base: str | os.PathLike, *, ctx: int = KLD_CTX, chunks: int = KL
     from gl_plugins.toolchain.llamacpp import find_tool
     from gl_plugins.toolchain.texts import digest as text_digest, text_file
 
+    limit = kld_cache_limit()  # a bad setting is reported before any work, cached file or not
     sha, _ = digest(base)
     version = _version(os.fspath(find_tool("llama-perplexity")))
     key_src = json.dumps([sha, text_digest("evaluation"), ctx, chunks, version, __version__])
@@ -271,10 +272,10 @@ def base_logits(base: str | os.PathLike, *, ctx: int = KLD_CTX, chunks: int = KL
     note = {"base": os.fspath(base), "sha256": sha, "ctx": ctx, "chunks": chunks, "bytes": path.stat().st_size,
             "text": text_digest("evaluation"), "llama_cpp": version}
     atomic_write(path.with_suffix(".json"), json.dumps(note, indent=1))
-    _trim_kld_cache(keep=path)
+    _trim_kld_cache(keep=path, limit=limit)
     if echo:
         echo(f"base logits: {note['bytes'] / 2**20:,.0f} MiB in {path} "
-             f"(cache {kld_cache_bytes() / 2**20:,.0f} of {kld_cache_limit() / 2**20:,.0f} MiB)")
+             f"(cache {kld_cache_bytes() / 2**20:,.0f} of {limit / 2**20:,.0f} MiB)")
     return path
 
 
@@ -282,10 +283,9 @@ def kld_cache_bytes() -> int:
     return sum(p.stat().st_size for p in _kld_dir().glob("*.kld"))
 
 
-def _trim_kld_cache(keep: Path) -> None:
+def _trim_kld_cache(keep: Path, limit: int) -> None:
     files = sorted((p for p in _kld_dir().glob("*.kld") if p != keep), key=lambda p: p.stat().st_mtime)
     total = kld_cache_bytes()
-    limit = kld_cache_limit()
     for p in files:
         if total <= limit:
             break

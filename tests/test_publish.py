@@ -77,7 +77,8 @@ def test_dry_run_prints_the_modelfile_and_requests_and_changes_nothing(gl, proje
                         "--push")
     assert code == 0, out + err
     (chat,) = [line for line in err.splitlines() if line.startswith("chat: ")]
-    assert chat.startswith("chat: the TEMPLATE: ") and "is sent: Ollama 0.33.0-rc2 keeps it over" in chat
+    # the real Gemma 3 270M GGUF carries no tokenizer.chat_template, so the family's full template is what runs
+    assert chat.startswith("chat: the TEMPLATE: ") and chat.endswith(" is sent: the GGUF has no chat template")
     assert f"# Modelfile for {NAME}\n" in out
     assert "PARAMETER stop <end_of_turn>" in out
     requests = [json.loads(line) for line in out.split("# ollama: requests, in order\n", 1)[1].splitlines()]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from gl_plugins.atomic import atomic_write  # noqa: E402
 from gl_plugins.facts import facts_from_gguf  # noqa: E402
 from gl_plugins.imatrix.calibrate import make as make_imatrix  # noqa: E402
 from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
@@ -183,8 +184,9 @@ def main(argv=None) -> int:
         rows = run(a.model or list(MODELS), types, kinds, a.chunks)
     print(table(rows))
     if a.json_out:
-        Path(a.json_out).write_text(json.dumps(rows, indent=1) + "\n")
+        atomic_write(a.json_out, json.dumps(rows, indent=1) + "\n", parents=True)
     if a.plot:
+        Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(rows, a.plot)
         print(f"plot: {a.plot}")
     return 0

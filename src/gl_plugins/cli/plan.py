@@ -13,13 +13,15 @@ MIB = 1024 * 1024
 _BARE = "-"  # --imatrix given without a FILE (the old flag)
 
 
-def _plan(model, model_opt, recipe, output, fmt, as_json, verify, **options):
+def _plan(model, model_opt, recipe, output, fmt, as_json, verify, explain, **options):
     """Make a llama.cpp tensor-type map for MODEL with a recipe and show what it will do.
 
     Prints each class of tensors with its types, count and size, the totals
     (bytes, bits per weight), the tensors whose type had to be fitted to their
     row length, and the complete llama-quantize command. With -o the map is
-    written there (atomically); the command names it.
+    written there (atomically); the command names it. --explain adds, per tensor
+    class, why the recipe chose its types (budget: the error, measured or from
+    the table, the weight and where it comes from, the bytes spent).
     """
     from gl_plugins import host
     from gl_plugins.errors import GLError
@@ -39,6 +41,8 @@ def _plan(model, model_opt, recipe, output, fmt, as_json, verify, **options):
     if not facts.tensors:
         raise GLError(f"{model}: gl needs the tensor list to plan; give a GGUF file, not {facts.kind} facts")
     plan = sources.plan_from_recipe(facts, recipe, given(options))
+    if explain and not isinstance(plan.params.get("explain"), dict):
+        raise GLError(f"recipe {recipe} records no explanation of its choices; --explain works with budget")
     res = resolve(plan, facts)
     if output:
         write_map(output, plan.rules)
@@ -60,9 +64,12 @@ def _plan(model, model_opt, recipe, output, fmt, as_json, verify, **options):
             "tensors": [{"name": a.name, "type": a.type, "reason": a.reason, "bytes": a.bytes}
                         for a in res.assignments],
             "map_path": output, "map": render(plan.rules), "command": cmd,
+            **({"explain": plan.params["explain"]} if explain else {}),
             **({"verify": {"agrees": not verified, "disagreements": verified}} if verify else {})}))
     else:
         _print_plan(facts, recipe, plan, res, output, cmd)
+        if explain:
+            _print_explain(plan.params)
         if verify:
             if verified:
                 click.echo(f"llama-quantize --dry-run disagrees on {len(verified)} point(s):")
@@ -98,7 +105,7 @@ def _print_plan(facts, recipe, plan, res, output, cmd) -> None:
     echo = click.echo
     echo(f"{os.path.basename(facts.source)}: {facts.architecture}, {len(facts.tensors)} tensors, "
          f"{res.n_params / 1e6:.1f}M parameters; recipe {recipe}")
-    shown = {k: v for k, v in plan.params.items() if k not in ("fitted", "classes", "n_params")}
+    shown = {k: v for k, v in plan.params.items() if k not in ("fitted", "classes", "n_params", "explain")}
     echo("parameters: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     echo("")
     echo(f"  {'class':<28}{'tensors':>8}  {'types':<26}{'MiB':>9}{'bpw':>8}")
@@ -130,6 +137,31 @@ def _print_plan(facts, recipe, plan, res, output, cmd) -> None:
     echo("llama-quantize " + " ".join(shlex.quote(a) for a in cmd))
 
 
+def _print_explain(params) -> None:
+    """Why the recipe chose each class's types, from ``params["explain"]`` (see the budget recipe)."""
+    echo = click.echo
+    doc = params["explain"]
+    echo("")
+    if doc["errors"] == "measured":
+        imx = f"weighted by {doc['imatrix']}" if doc.get("imatrix") else "no imatrix"
+        echo(f"errors measured on this model's weights ({doc['rows']} rows per tensor, {imx}) by {doc['measured_by']}")
+    else:
+        echo("errors from gl's table (Gaussian weights, bench/quant_error.py)")
+    if params.get("chosen"):
+        stock = (f"stock {params['stock_type']} at {params['stock_bpw']} bpw: {params['stock_estimated_error']}"
+                 if params.get("stock_type") else "no stock type fits the target with measured errors")
+        echo(f"chosen: {params['chosen']} (estimated error: budget {params['budget_estimated_error']}, {stock})")
+    echo(f"  {'class':<20}{'tensors':>8}  {'types':<26}{'error':>9}  {'from':<9}{'weight':>11}  "
+         f"{'weight from':<12}{'weight x error':>15}{'MiB':>9}")
+    for r in doc["classes"]:
+        types = ", ".join(f"{t}x{n}" if len(r["types"]) > 1 else t for t, n in r["types"].items())
+        err = f"{r['error']:.2e}" if r["error"] is not None else "-"
+        weight = "/".join(f"{w:g}" for w in r["weights"])
+        note = "" if r["in_budget"] else "  (outside the budget: --embedding-type)"
+        echo(f"  {r['class']:<20}{r['tensors']:>8}  {types:<26}{err:>9}  {r['error_source']:<9}{weight:>11}  "
+             f"{r['weight_source']:<12}{r['weighted_error']:>15.3e}{r['bytes'] / MIB:>9.2f}{note}")
+
+
 _MAKE_PARAMS = [
     click.Argument(["model"], required=False, metavar="MODEL"),
     click.Option(["--model", "-m", "model_opt"], metavar="MODEL", help=MODEL_HELP),
@@ -138,6 +170,8 @@ _MAKE_PARAMS = [
     click.Option(["--format", "fmt"], type=click.Choice(["text", "json"]), default=None,
                  help="Output: text (default), json (same as --json)."),
     click.Option(["--json", "as_json"], is_flag=True, help="Same as --format json."),
+    click.Option(["--explain"], is_flag=True, help="Also print, per tensor class, why the recipe chose its "
+                                                   "types (budget: error, weight, bytes; JSON: \"explain\")."),
     click.Option(["--verify"], is_flag=True, help="Also run llama-quantize --dry-run on MODEL (a GGUF) and "
                                                   "check that it agrees tensor by tensor; exit 1 if not."),
 ]

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import click
 
 from gl_plugins.errors import GLError
-from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type, tensor_bytes
+from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_ftype, get_type, tensor_bytes
 from gl_plugins.hookspecs import hookimpl
 from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT, is_ple, layer_of, quantizable, role, why_not_quantizable
 from gl_plugins.plan import type_choice as qh
-from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan
+from gl_plugins.plan.resolve import FTYPE_FOR_TYPE, PRODUCIBLE, Rule, TensorPlan, resolve, stock_plan
 from gl_plugins.plan.tensor_map import rules_for
 
 
@@ -231,6 +231,7 @@ ROLE_WEIGHT = {
     "ffn_down_exps": 2.0, "ffn_down_shexp": 2.0, "attn_q": 0.75, "attn_k": 0.75, "ffn_up": 1.0, "ffn_gate": 1.0,
     "token_embd": 1.0, "per_layer_token_embd": 0.5, "inp_gate": 0.5, "proj": 0.5,
 }
+ERROR_SOURCES = ("gaussian", "measured")  # budget --errors
 EDGE_WEIGHT = 1.5  # first and last eighth of the layers (llama.cpp's use_more_bits edges)
 CANDIDATES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
               "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "F16")
@@ -272,12 +273,19 @@ class Budget:
             _type_option("--embedding-type", "Q8_0", "Embedding type with --exclude-embeddings."),
             click.Option(["--types"], help="Comma-separated candidate types (default: all gl has "
                                            "error data for)."),
+            click.Option(["--errors"], type=click.Choice(ERROR_SOURCES), default="gaussian", show_default=True,
+                         help="Each tensor's error per type: gaussian (the table measured on Gaussian weights) "
+                              "or measured (by ggml on this model's own weights, as `gl plan errors` does; "
+                              "cached, minutes the first time). measured also estimates llama.cpp's stock "
+                              "mixture of nearest size and returns the plan with the lower error."),
         ]
 
     def plan(self, facts, target_bpw=None, imatrix_path=None, exclude_embeddings=False, embedding_type="Q8_0",
-             types=None, **_):
+             types=None, errors="gaussian", **_):
         if target_bpw is None or not (0 < float(target_bpw) <= 32):
             raise GLError(f"--target-bpw must be a number of bits per weight above 0, not {target_bpw!r}")
+        if errors not in ERROR_SOURCES:
+            raise GLError(f"--errors must be one of {', '.join(ERROR_SOURCES)}, not {errors!r}")
         covered: set[str] | None = None
         if imatrix_path:
             from gl_plugins.imatrix.formats import read_imatrix
@@ -287,14 +295,48 @@ class Budget:
         cands = [producible(c.strip(), "--types entry") for c in types.split(",") if c.strip()] if types \
             else list(CANDIDATES)
         unknown = [c for c in cands if type_error(c, bool(covered)) is None and c not in NEEDS_IMATRIX]
-        if unknown:
+        if unknown and errors == "gaussian":
             raise GLError(f"budget has no error data for {', '.join(unknown)}; choose among "
-                          + ", ".join(CANDIDATES))
+                          + ", ".join(CANDIDATES) + " (or measure them with --errors measured)")
         emb_type = embedding_safe_type(embedding_type, "--embedding-type") if exclude_embeddings else None
-        return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path)
+        table = None
+        if errors == "measured":
+            excluded = set(EMBEDDINGS) if emb_type else set()
+            nearest = next(_stock_mixtures(facts, float(target_bpw), excluded, imatrix_path), None)
+            free = {t.name for t in quantizable(facts)} - excluded
+            stock_types = sorted({ty for n, ty in nearest[2].items() if n in free} - set(cands)) if nearest else []
+            table = measured_table(facts, list(cands) + stock_types, imatrix_path)
+        return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path, table=table)
 
 
-def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
+def measured_table(facts, types, imatrix_path):
+    """The errors ggml makes in ``types`` on the weights of the GGUF ``facts`` were read from (see
+    :func:`gl_plugins.plan.measured.measure_errors`, which resolves ``pkg:NAME``, caches and shows
+    progress on stderr); GLError naming the source when it holds no tensor data."""
+    from gl_plugins.plan.measured import measure_errors
+
+    if facts.kind != "gguf":
+        what = "a config.json" if facts.kind == "config" else "a Hugging Face repository's config"
+        raise GLError(f"{facts.source}: budget --errors measured needs the model's weights, and {what} holds "
+                      f"none; give the GGUF file (or pkg:NAME)")
+    return measure_errors(facts.source, imatrix=imatrix_path, types=types,
+                          echo=lambda m: click.echo(f"gl: {m}", err=True))
+
+
+def error_model(table, covered):
+    """``err(tensor, type)``: the relative error of a tensor in a type (None: no figure, not a candidate).
+    From ``table`` (an ErrorTable) when given, else from :data:`TYPE_ERROR`."""
+    if table is None:
+        return lambda t, c: type_error(c, covered is not None and t.name in covered)
+
+    def measured(t, c):
+        te = table.tensors.get(t.name)
+        f = te.errors.get(c) if te else None
+        return f.relative if f else None
+    return measured
+
+
+def _options_for(facts, t, cands, covered, err) -> list[tuple[int, float, str]]:
     """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first."""
     exempt = t.name in EMBEDDINGS or t.name == OUTPUT
     use_imx = covered is not None and t.name in covered
@@ -305,7 +347,7 @@ def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
             continue  # would fall back: the map would not say what happens
         if c in NEEDS_IMATRIX and (exempt or not use_imx):
             continue
-        e = type_error(c, use_imx)
+        e = err(t, c)
         if e is None:
             continue
         out.append((tensor_bytes(c, t.shape), s * e, c))
@@ -319,7 +361,9 @@ def _options_for(facts, t, cands, covered) -> list[tuple[int, float, str]]:
     return pareto
 
 
-def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path) -> TensorPlan:
+def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path, table=None) -> TensorPlan:
+    """The plan of least estimated error within ``target_bpw``; with a measured ``table`` (an ErrorTable)
+    the errors are the model's own, and llama.cpp's stock mixture of nearest size is the other candidate."""
     tensors = quantizable(facts, llama_order=True)
     fixed = [t for t in facts.tensors if why_not_quantizable(t.name, t.shape, facts.architecture)]
     fixed_bytes = sum(int(t.bytes or 0) for t in fixed)
@@ -327,24 +371,101 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
     n_all = sum(t.n_elements for t in facts.tensors)
     n_counted = sum(t.n_elements for t in facts.tensors if t.name not in excluded)
     budget = target_bpw * n_counted / 8 - fixed_bytes
+    err = error_model(table, covered)
     choice = Choice()
     free = []
     for t in tensors:
         if t.name in excluded:
             choice.set(t, emb_type)
         else:
-            opts = _options_for(facts, t, cands, covered)
+            opts = _options_for(facts, t, cands, covered, err)
             if not opts:
                 raise GLError(f"budget: no candidate type fits {t.name} (row length {t.shape[0]})")
             free.append((t, opts))
     pick = _allocate([o for _, o in free], budget)
-    for (t, opts), i in zip(free, pick):
-        choice.set(t, opts[i][2])
+    types = {t.name: opts[i][2] for (t, opts), i in zip(free, pick)}
     est = sum(opts[i][1] for (_, opts), i in zip(free, pick))
     params = {"target_bpw": target_bpw, "exclude_embeddings": bool(emb_type), "embedding_type": emb_type,
               "candidates": list(cands), "imatrix": str(imatrix_path) if imatrix_path else None,
-              "estimated_error": round(est, 6), "n_params": n_all}
+              "estimated_error": round(est, 6), "n_params": n_all,
+              "errors": "measured" if table is not None else "gaussian"}
+    if table is not None:
+        stock = _stock_candidate(facts, target_bpw, [t for t, _ in free], excluded, imatrix_path, err)
+        won = stock is not None and stock["error"] < est
+        params.update({"chosen": "stock" if won else "budget", "budget_estimated_error": _sig(est),
+                       "stock_type": stock and stock["type"], "stock_bpw": stock and round(stock["bpw"], 4),
+                       "stock_estimated_error": stock and _sig(stock["error"])})
+        if won:
+            types = stock["types"]
+            params["estimated_error"] = round(stock["error"], 6)
+    for t in tensors:
+        if t.name not in excluded:
+            choice.set(t, types[t.name])
+    params["explain"] = explanation(facts, tensors, choice.types, err, excluded, table)
     return build_plan(facts, choice, recipe="budget", params=params, imatrix=bool(imatrix_path))
+
+
+def _stock_mixtures(facts, target_bpw, excluded, imatrix_path):
+    """(file type, bpw, type per tensor) of llama.cpp's own mixtures (``llama-quantize IN OUT T``) that fit
+    ``target_bpw`` (counted without ``excluded``), largest first; those llama-quantize would refuse
+    (an imatrix needed and none given, a tensor it would stop at) are left out."""
+    found = []
+    for ftype in sorted({get_ftype(f) for f in FTYPES}):
+        try:
+            res = resolve(stock_plan(ftype, imatrix=bool(imatrix_path)), facts)
+        except GLError:
+            continue
+        bpw = res.bpw_excluding(excluded) if excluded else res.bpw
+        if bpw <= target_bpw and not (res.needs_imatrix() and not imatrix_path):
+            found.append((ftype, bpw, {a.name: a.type for a in res.assignments}))
+    yield from sorted(found, key=lambda f: -f[1])
+
+
+def _stock_candidate(facts, target_bpw, free, excluded, imatrix_path, err) -> dict | None:
+    """The stock mixture of the largest bpw not above the target among those whose every type of the
+    ``free`` tensors has an error figure: its type, bpw, per-tensor types and estimated error (None:
+    no stock type qualifies)."""
+    for ftype, bpw, types in _stock_mixtures(facts, target_bpw, excluded, imatrix_path):
+        errs = [err(t, types[t.name]) for t in free]
+        if all(e is not None for e in errs):
+            return {"type": ftype, "bpw": bpw, "types": types,
+                    "error": sum(sensitivity(facts, t.name) * e for t, e in zip(free, errs))}
+    return None
+
+
+def explanation(facts, tensors, types, err, excluded, table) -> dict:
+    """Per tensor class (role): the types chosen (with counts), their mean relative error and where it
+    comes from, the weights used and what they are, the weighted error and the bytes spent."""
+    rows: dict[str, dict] = {}
+    for t in tensors:
+        ty, s = types[t.name], sensitivity(facts, t.name)
+        e = err(t, ty)
+        r = rows.setdefault(role(t.name), {"class": role(t.name), "tensors": 0, "types": {}, "errors": [],
+                                            "weights": set(), "weighted_error": 0.0, "bytes": 0,
+                                            "in_budget": t.name not in excluded})
+        r["tensors"] += 1
+        r["types"][ty] = r["types"].get(ty, 0) + 1
+        r["weights"].add(s)
+        r["bytes"] += tensor_bytes(ty, t.shape)
+        if e is not None:
+            r["errors"].append(e)
+            r["weighted_error"] += s * e
+    source = "measured" if table is not None else "table"
+    out = [{"class": r["class"], "tensors": r["tensors"], "types": dict(sorted(r["types"].items())),
+            "error": _sig(sum(r["errors"]) / len(r["errors"])) if r["errors"] else None,
+            "error_source": source, "weights": sorted(r["weights"]), "weight_source": "role prior",
+            "weighted_error": _sig(r["weighted_error"]), "bytes": r["bytes"], "in_budget": r["in_budget"]}
+           for r in sorted(rows.values(), key=lambda r: -r["bytes"])]
+    doc = {"errors": source, "classes": out}
+    if table is not None:
+        doc.update({"measured_by": table.helper, "rows": table.rows, "imatrix": table.imatrix,
+                    "cache": str(table.cache)})
+    return doc
+
+
+def _sig(x: float) -> float:
+    """``x`` to 4 significant digits (errors span many decades)."""
+    return float(f"{x:.4g}")
 
 
 def _allocate(options: list[list[tuple[int, float, str]]], budget: float) -> list[int]:

@@ -132,6 +132,41 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
                                         "--explain works with budget"
 
 
+def test_with_an_imatrix_the_errors_are_measured_with_it(measuring, ex_q4_0_ffn_up, tmp_path):
+    from gl_plugins.plan.measured import measure_errors
+    from test_plan_errors import imatrix_for
+
+    imx = imatrix_for(ex_q4_0_ffn_up, tmp_path / "imatrix.gguf")
+    facts = load_facts(ex_q4_0_ffn_up)
+    plan = Budget().plan(facts, target_bpw=3.0, imatrix_path=str(imx), errors="measured")
+    assert plan.imatrix and plan.params["explain"]["imatrix"] == str(imx)
+    table = measure_errors(ex_q4_0_ffn_up, imatrix=imx, types=plan.params["candidates"])
+    assert table.measured == 0  # the plan measured with this imatrix: everything is in the cache
+    res = resolve(plan, facts)
+    rows = {r["class"]: r for r in plan.params["explain"]["classes"]}
+    for cls in ("ffn_down", "attn_q"):
+        errs = [table.error(a.name, a.type) for a in res.assignments if a.name.endswith(f".{cls}.weight")]
+        assert rows[cls]["error"] == pytest.approx(sum(errs) / len(errs), rel=1e-3)
+        assert all(table.tensors[a.name].weighted for a in res.assignments if a.name.endswith(f".{cls}.weight"))
+    assert {a.type for a in res.assignments} & {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ1_S", "IQ1_M"}
+
+
+@pytest.mark.slow
+def test_on_the_real_qwen_measured_errors_find_the_grid_of_the_q4_k_m_file(qwen_f16):
+    """The F16 base is the Q4_K_M file dequantized: at that size every tensor can go back to its type."""
+    from gl_plugins.toolchain.samples import provision
+
+    original = {t.name: t.type for t in load_facts(provision("qwen2.5-coder-1.5b")).tensors}
+    facts = load_facts(qwen_f16)
+    plan = Budget().plan(facts, target_bpw=5.01, errors="measured")
+    res = resolve(plan, facts)
+    same = sum(a.type == original[a.name] for a in res.assignments)
+    assert same >= len(res.assignments) - 4 and res.bpw <= 5.01
+    p = plan.params
+    assert p["chosen"] == "budget" and p["stock_type"] == "Q4_K_M"
+    assert p["budget_estimated_error"] < p["stock_estimated_error"]
+
+
 CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
           "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
           "vocab_size": 512}

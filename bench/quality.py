@@ -15,7 +15,11 @@ the PPL ratio on the evaluation text, and the generation-loop check (the share o
 gl's generation prompts that collapse). The imatrix comes from gl's calibration text,
 a slice of pydoc_data.topics disjoint from the evaluation text
 (gl_plugins.toolchain.texts). Outcomes are cached by (base, plan, imatrix, settings),
-so a second run reuses what is measured and an interrupted run resumes.
+so a second run reuses what is measured and an interrupted run resumes. The rows file
+of --json is itself a record that resumes: it is rewritten after every candidate, and
+a run given an existing file measures only the candidates it does not hold (the
+imatrix counted by how gl made it), so a frontier can be measured over several runs
+and machines.
 
 Prints one line per candidate as it goes (with an ETA), then a table per model with the
 budget/stock mean-KLD ratio at each size.
@@ -41,12 +45,13 @@ from gl_plugins.imatrix.calibrate import make as make_imatrix  # noqa: E402
 from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
 from gl_plugins.plan.sources import plan_from_recipe  # noqa: E402
 from gl_plugins.toolchain.samples import provision  # noqa: E402
-from gl_plugins.validate.candidates import measure  # noqa: E402
+from gl_plugins.validate.candidates import cache_key, measure  # noqa: E402
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 STOCK_TYPES = ("Q2_K", "Q2_K_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K_S",
                "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 KINDS = ("stock", "budget")
+CTX = 512  # tokens per KLD chunk
 # what the generation validator calls a failure: degenerate text on any prompt, or sentence loops on most
 COLLAPSE_CODES = ("generation-collapse", "generation-loop")
 
@@ -78,7 +83,31 @@ def candidates(model: str, types, kinds):
     return base, rows
 
 
-def run(models, types, kinds, chunks: int) -> list[dict]:
+def row_key(base, plan, imx, chunks: int) -> str:
+    """A candidate's identity in the rows file: the candidate cache's key, with the imatrix named by
+    how gl made it (its cache name: base, calibration text, chunks, llama.cpp build), so rows measured
+    on another machine or in an earlier run are recognised."""
+    return cache_key(base, plan, imx, chunks, CTX, imatrix_id=f"gl-imatrix:{Path(imx).stem}" if imx else None)
+
+
+def load_rows(path: str | None) -> list[dict]:
+    if not path or not Path(path).exists():
+        return []
+    try:
+        rows = json.loads(Path(path).read_text())
+    except ValueError as e:
+        sys.exit(f"{path}: not the JSON rows of an earlier run ({e}); move it away or pass another --json")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        sys.exit(f"{path}: not the JSON rows of an earlier run (expected a list of objects)")
+    return rows
+
+
+def run(models, types, kinds, chunks: int, json_out: str | None = None) -> list[dict]:
+    """Measure every candidate and return its rows. With ``json_out``, rows already there for the same
+    candidate are taken as measured, and the file is rewritten (atomically) after every candidate, so
+    an interrupted run keeps what it measured and the next one goes on from there."""
+    kept = load_rows(json_out)
+    known = {r.get("key"): r for r in kept if r.get("key")}
     out = []
     plans = [(m, *candidates(m, types, kinds)) for m in models]
     total = sum(len(rows) for _, _, rows in plans)
@@ -86,10 +115,15 @@ def run(models, types, kinds, chunks: int) -> list[dict]:
     for model, base, rows in plans:
         for kind, t, plan, imx, target in rows:
             label = f"{model} {kind} {t}" + (f" @ {target:.3f}" if kind == "budget" else "")
-            start = time.monotonic()
-            o = measure(base, plan, label=label, imatrix=imx, chunks=chunks)
-            took = time.monotonic() - start
+            key = row_key(base, plan, imx, chunks)
             done += 1
+            if key in known:
+                out.append(known[key])
+                print(f"[{done}/{total}] {label:<44} in {json_out}", flush=True)
+                continue
+            start = time.monotonic()
+            o = measure(base, plan, label=label, imatrix=imx, chunks=chunks, ctx=CTX)
+            took = time.monotonic() - start
             measured = [r for r in out if r["seconds_run"] > 1]
             eta = (total - done) * (sum(r["seconds_run"] for r in measured) / len(measured)) if measured else 0
             k = o.kld
@@ -100,9 +134,16 @@ def run(models, types, kinds, chunks: int) -> list[dict]:
             out.append({"model": model, "kind": kind, "type": t, "bpw": round(o.bpw, 4), "bytes": o.bytes,
                         "kld": k, "loops": o.loops, "imatrix": imx is not None, "errors": o.errors,
                         "collapses": any(c in o.errors for c in COLLAPSE_CODES),
-                        "seconds_run": round(took, 1), "seconds": o.seconds})
+                        "seconds_run": round(took, 1), "seconds": o.seconds, "key": key})
+            if json_out:
+                mine = {r["key"] for r in out}
+                save(json_out, [r for r in kept if r.get("key") not in mine] + out)
     print(f"\n{total} candidates in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     return out
+
+
+def save(path: str, rows: list[dict]) -> None:
+    atomic_write(path, json.dumps(rows, indent=1) + "\n", parents=True)
 
 
 def table(rows: list[dict]) -> str:
@@ -169,7 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--types", help="comma-separated subset of: " + ",".join(STOCK_TYPES))
     ap.add_argument("--kinds", default=",".join(KINDS), help="stock,budget (default both)")
     ap.add_argument("--chunks", type=int, default=4, help="512-token chunks of the evaluation text for KLD")
-    ap.add_argument("--json", dest="json_out", metavar="OUT", help="write the rows here")
+    ap.add_argument("--json", dest="json_out", metavar="OUT",
+                    help="the rows file: rows already in it for the same candidate are reused, and it is "
+                         "rewritten after every candidate, so an interrupted run goes on from there")
     ap.add_argument("--plot", metavar="OUT.png", help="draw mean KLD against bpw (needs matplotlib: the bench extra)")
     ap.add_argument("--from-json", metavar="IN", help="print the table and draw the plot of rows measured before")
     a = ap.parse_args(argv)
@@ -179,12 +222,10 @@ def main(argv=None) -> int:
     if unknown or not set(kinds) <= set(KINDS):
         ap.error(f"unknown type or kind: {', '.join(unknown + [k for k in kinds if k not in KINDS])}")
     if a.from_json:
-        rows = json.loads(Path(a.from_json).read_text())
+        rows = load_rows(a.from_json)
     else:
-        rows = run(a.model or list(MODELS), types, kinds, a.chunks)
+        rows = run(a.model or list(MODELS), types, kinds, a.chunks, a.json_out)
     print(table(rows))
-    if a.json_out:
-        atomic_write(a.json_out, json.dumps(rows, indent=1) + "\n", parents=True)
     if a.plot:
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(rows, a.plot)

@@ -1,4 +1,4 @@
-"""bench/quality.py's table and plot, from rows of the shape it measures."""
+"""bench/quality.py: its table and plot from rows of the shape it measures, and its rows file resuming a real run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 
@@ -30,3 +32,29 @@ def test_table_ratio_and_plot_from_json(tmp_path):
     assert lines["Q2_K"].split()[-1] == "0.50" and lines["Q4_K_M"].split()[-1] == "3.00"
     assert "0.50*" in lines["Q2_K"]  # the stock file whose generation check failed is marked
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_the_rows_file_resumes_and_keeps_other_rows(tmp_path, gemma_f16):
+    """A run measures what its rows file lacks, rewrites the file with the other rows kept, and a second
+    run measures nothing; a file that is not rows is refused in one sentence."""
+    rows = tmp_path / "rows.json"
+    other = _row("stock", "Q2_K", 3.36, 0.30) | {"key": "from-another-run"}
+    rows.write_text(json.dumps([other]))
+    cmd = [sys.executable, BENCH, "--model", "gemma3-270m", "--types", "Q8_0", "--kinds", "stock", "--chunks", "1",
+           "--json", rows]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(rows.read_text())
+    assert got[0] == other and len(got) == 2
+    new = got[1]
+    assert (new["model"], new["kind"], new["type"], new["imatrix"]) == ("gemma3-270m", "stock", "Q8_0", False)
+    assert 8 < new["bpw"] < 9 and 0 <= new["kld"]["mean"] < 0.01 and new["loops"] is not None and new["key"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "gemma3-270m stock Q8_0" in again.stdout and f"in {rows}" in again.stdout
+    assert json.loads(rows.read_text()) == got
+    rows.write_text("[{")
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.startswith(f"{rows}: not the JSON rows of an earlier run")
+    assert rows.read_text() == "[{"

@@ -58,14 +58,19 @@ def settings(chunks: int, ctx: int) -> dict:
     return {"kld": {"chunks": chunks, "ctx": ctx}, "generation": dict(Generation.defaults)}
 
 
-def cache_key(base, plan, imatrix, chunks: int, ctx: int) -> str:
+def cache_key(base, plan, imatrix, chunks: int, ctx: int, imatrix_id: str | None = None) -> str:
+    """The candidate's identity. The imatrix counts by its sha256, or by ``imatrix_id`` when the
+    caller names it by how it was made (bench/quality.py: gl's calibration imatrix of the base,
+    which is the same recipe on every machine, if not always the same bytes)."""
     from gl_plugins import __version__
     from gl_plugins.digests import digest
     from gl_plugins.toolchain.llama_eval import _version
     from gl_plugins.toolchain.llamacpp import find_tool
     from gl_plugins.toolchain.texts import digest as text_digest
 
-    parts = [digest(base)[0], plan_digest(plan), digest(imatrix)[0] if imatrix else None,
+    if imatrix_id is None and imatrix:
+        imatrix_id = digest(imatrix)[0]
+    parts = [digest(base)[0], plan_digest(plan), imatrix_id,
              settings(chunks, ctx), text_digest("evaluation"), __version__,
              _version(os.fspath(find_tool("llama-quantize")))]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

@@ -7,7 +7,10 @@ llama-quantize type, this measures
   base wherever llama.cpp's documentation advises one (tools/quantize/README.md:
   quantization loss "can be minimized by using a suitable imatrix file"; so every
   type below Q8_0, whose quantizer ignores importance data);
-- gl's ``budget`` plan at exactly that file's bits per weight, with the same imatrix.
+- gl's ``budget`` plan at exactly that file's bits per weight, with the same imatrix;
+- with ``--kinds stock,budget,measured``, also ``budget --errors measured`` at that
+  bpw: errors measured by ggml on the base's own weights (``gl plan errors``), and
+  llama.cpp's mixture of nearest size kept where it estimates lower.
 
 Each file is validated against the base through gl's candidate measurement
 (gl_plugins.validate.candidates): mean/median/p99/p99.9 KLD, same-top-p, RMS Δp and
@@ -22,10 +25,10 @@ imatrix counted by how gl made it), so a frontier can be measured over several r
 and machines.
 
 Prints one line per candidate as it goes (with an ETA), then a table per model with the
-budget/stock mean-KLD ratio at each size.
+gl/stock mean-KLD ratio of each of gl's plans at each size.
 
     python bench/quality.py [--model gemma3-270m] [--model qwen2.5-coder-1.5b] [--types Q2_K,Q4_K_M]
-                            [--chunks 4] [--kinds stock,budget] [--json OUT] [--plot OUT.png]
+                            [--chunks 4] [--kinds stock,budget,measured] [--json OUT] [--plot OUT.png]
     python bench/quality.py --from-json OUT [--plot OUT.png]     # table and plot of an earlier run
 """
 
@@ -50,7 +53,12 @@ from gl_plugins.validate.candidates import cache_key, measure  # noqa: E402
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 STOCK_TYPES = ("Q2_K", "Q2_K_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K_S",
                "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
-KINDS = ("stock", "budget")
+# stock: llama-quantize's own mixture; budget: gl's budget recipe as it plans by default (the error
+# table); measured: budget --errors measured (errors measured by ggml on the base's own weights, and
+# llama.cpp's mixture of nearest size kept where it estimates lower)
+KINDS = ("stock", "budget", "measured")
+DEFAULT_KINDS = ("stock", "budget")
+BUDGET_OPTIONS = {"budget": {}, "measured": {"errors": "measured"}}
 CTX = 512  # tokens per KLD chunk
 # what the generation validator calls a failure: degenerate text on any prompt, or sentence loops on most
 COLLAPSE_CODES = ("generation-collapse", "generation-loop")
@@ -66,7 +74,7 @@ def imatrix_advised(ftype: str) -> bool:
 
 
 def candidates(model: str, types, kinds):
-    """(kind, type, plan, imatrix) in order of size, the budget plan right after its stock file."""
+    """(kind, type, plan, imatrix, target bpw) in order of size, gl's plans right after their stock file."""
     base = provision(f"{model}-f16")
     facts = facts_from_gguf(base)
     imx = make_imatrix(base, echo=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
@@ -77,8 +85,9 @@ def candidates(model: str, types, kinds):
         bpw = resolve(stock, facts).bpw
         if "stock" in kinds:
             rows.append(("stock", t, stock, use, bpw))
-        if "budget" in kinds:
-            rows.append(("budget", t, plan_from_recipe(facts, "budget", {"target_bpw": bpw}, imatrix=use), use, bpw))
+        for kind in (k for k in KINDS if k in kinds and k in BUDGET_OPTIONS):
+            options = {"target_bpw": bpw, **BUDGET_OPTIONS[kind]}
+            rows.append((kind, t, plan_from_recipe(facts, "budget", options, imatrix=use), use, bpw))
     rows.sort(key=lambda r: (r[4], r[0] != "stock"))
     return base, rows
 
@@ -114,7 +123,7 @@ def run(models, types, kinds, chunks: int, json_out: str | None = None) -> list[
     done, t0 = 0, time.monotonic()
     for model, base, rows in plans:
         for kind, t, plan, imx, target in rows:
-            label = f"{model} {kind} {t}" + (f" @ {target:.3f}" if kind == "budget" else "")
+            label = f"{model} {kind} {t}" + (f" @ {target:.3f}" if kind != "stock" else "")
             key = row_key(base, plan, imx, chunks)
             done += 1
             if key in known:
@@ -147,25 +156,30 @@ def save(path: str, rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
+    """Per model: each stock type's file, and each of gl's plans at its size with the gl/stock mean-KLD ratio."""
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         by = {(r["kind"], r["type"]): r for r in mine}
+        kinds = [k for k in KINDS if any(r["kind"] == k for r in mine)]
         lines += [f"\n{model} (mean KLD against the F16 base; loops: share of generation prompts that collapse, "
                   f"* where the generation check fails the file)",
-                  f"{'type':<9}{'stock bpw':>10}{'stock KLD':>11}{'p99':>8}{'loops':>7}"
-                  f"{'budget bpw':>12}{'budget KLD':>12}{'p99':>8}{'loops':>7}{'ratio':>8}"]
+                  f"{'type':<9}" + "  ".join(f"{k + ' bpw':>11}{k + ' KLD':>13}{'p99':>8}{'loops':>7}"
+                                            + (f"{'ratio':>7}" if k != "stock" else "") for k in kinds)]
         for t in dict.fromkeys(r["type"] for r in mine):
-            s, b = by.get(("stock", t)), by.get(("budget", t))
+            s = by.get(("stock", t))
 
-            def cols(r):
+            def cols(r, kind):
+                ratio = ""
+                if kind != "stock":
+                    ratio = f"{r['kld']['mean'] / s['kld']['mean']:>7.2f}" if r and s and s["kld"]["mean"] > 0 \
+                        else f"{'':>7}"
                 if r is None:
-                    return f"{'':>10}{'':>11}{'':>8}{'':>7}"
+                    return f"{'':>11}{'':>13}{'':>8}{'':>7}{ratio}"
                 loops = ("-" if r["loops"] is None else f"{r['loops']:.2f}") + ("*" if collapsed(r) else " ")
-                return f"{r['bpw']:>10.3f}{r['kld']['mean']:>11.4f}{r['kld']['p99']:>8.3f}{loops:>7}"
+                return f"{r['bpw']:>11.3f}{r['kld']['mean']:>13.4f}{r['kld']['p99']:>8.3f}{loops:>7}{ratio}"
 
-            ratio = f"{b['kld']['mean'] / s['kld']['mean']:>8.2f}" if s and b and s["kld"]["mean"] > 0 else ""
-            lines.append(f"{t:<9}{cols(s)}  {cols(b)}{ratio}")
+            lines.append(f"{t:<9}" + "  ".join(cols(by.get((k, t)), k) for k in kinds))
     return "\n".join(lines)
 
 
@@ -177,7 +191,8 @@ def plot(rows: list[dict], path: str) -> None:
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5), squeeze=False)
-    styles = {"stock": ("tab:blue", "o", "llama.cpp stock type"), "budget": ("tab:orange", "s", "gl budget plan")}
+    styles = {"stock": ("tab:blue", "o", "llama.cpp stock type"), "budget": ("tab:orange", "s", "gl budget plan"),
+              "measured": ("tab:green", "^", "gl budget, measured errors")}
     for ax, model in zip(axes[0], models):
         for kind, (color, marker, label) in styles.items():
             pts = sorted((r for r in rows if r["model"] == model and r["kind"] == kind and r["kld"]),
@@ -208,7 +223,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", choices=MODELS, help="repeatable; default: both")
     ap.add_argument("--types", help="comma-separated subset of: " + ",".join(STOCK_TYPES))
-    ap.add_argument("--kinds", default=",".join(KINDS), help="stock,budget (default both)")
+    ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                    help="comma-separated subset of " + ",".join(KINDS) + " (default: stock,budget)")
     ap.add_argument("--chunks", type=int, default=4, help="512-token chunks of the evaluation text for KLD")
     ap.add_argument("--json", dest="json_out", metavar="OUT",
                     help="the rows file: rows already in it for the same candidate are reused, and it is "

@@ -34,6 +34,20 @@ def test_table_ratio_and_plot_from_json(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 
+def test_measured_plans_get_their_own_columns_and_ratio(tmp_path):
+    rows = [_row("stock", "Q2_K", 3.36, 0.30), _row("budget", "Q2_K", 3.35, 0.15), _row("measured", "Q2_K", 3.36, 0.12),
+            _row("stock", "Q6_K", 6.6, 0.01), _row("measured", "Q6_K", 6.6, 0.01)]
+    src = tmp_path / "rows.json"
+    src.write_text(json.dumps(rows))
+    r = subprocess.run([sys.executable, BENCH, "--from-json", src], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (head,) = [ln for ln in r.stdout.splitlines() if ln.startswith("type")]
+    assert head.split() == ["type", "stock", "bpw", "stock", "KLD", "p99", "loops", "budget", "bpw", "budget", "KLD",
+                            "p99", "loops", "ratio", "measured", "bpw", "measured", "KLD", "p99", "loops", "ratio"]
+    q2, q6 = ([ln.split() for ln in r.stdout.splitlines() if ln.startswith(t)][0] for t in ("Q2_K", "Q6_K"))
+    assert q2[-1] == "0.40" and q2[9] == "0.50"
+    assert q6[-1] == "1.00" and len(q6) == 1 + 4 + 4 + 1  # no budget row at Q6_K: its columns stay empty
+
 @pytest.mark.slow
 def test_the_rows_file_resumes_and_keeps_other_rows(tmp_path, gemma_f16):
     """A run measures what its rows file lacks, rewrites the file with the other rows kept, and a second

@@ -48,7 +48,7 @@ from gl_plugins.imatrix.calibrate import make as make_imatrix  # noqa: E402
 from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
 from gl_plugins.plan.sources import plan_from_recipe  # noqa: E402
 from gl_plugins.toolchain.samples import provision  # noqa: E402
-from gl_plugins.validate.candidates import cache_key, measure  # noqa: E402
+from gl_plugins.validate.candidates import COLLAPSE_CODES, cache_key, measure  # noqa: E402
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 STOCK_TYPES = ("Q2_K", "Q2_K_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K_S",
@@ -60,8 +60,6 @@ KINDS = ("stock", "budget", "measured")
 DEFAULT_KINDS = ("stock", "budget")
 BUDGET_OPTIONS = {"budget": {}, "measured": {"errors": "measured"}}
 CTX = 512  # tokens per KLD chunk
-# what the generation validator calls a failure: degenerate text on any prompt, or sentence loops on most
-COLLAPSE_CODES = ("generation-collapse", "generation-loop")
 
 
 def collapsed(row: dict) -> bool:
@@ -142,7 +140,7 @@ def run(models, types, kinds, chunks: int, json_out: str | None = None) -> list[
                   f"({'cached' if took < 1 else f'{took:.0f} s'}; ETA {eta / 60:.0f} min)", flush=True)
             out.append({"model": model, "kind": kind, "type": t, "bpw": round(o.bpw, 4), "bytes": o.bytes,
                         "kld": k, "loops": o.loops, "imatrix": imx is not None, "errors": o.errors,
-                        "collapses": any(c in o.errors for c in COLLAPSE_CODES),
+                        "collapses": o.collapsed,
                         "seconds_run": round(took, 1), "seconds": o.seconds, "key": key})
             if json_out:
                 mine = {r["key"] for r in out}

@@ -21,8 +21,11 @@ from gl_plugins.cli.plugin_options import RecipeOptionsCommand, given
 @click.option("--threads", type=click.IntRange(1, 64), default=None,
               help="llama-quantize threads (default: 2, or $GL_THREADS).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--guard", is_flag=True,
+              help="Also quantize llama.cpp's stock type of nearest size, measure both against MODEL (mean KLD, "
+                   "generation loops) and keep the better file; both figures are printed and recorded.")
 @output_format()
-def quantize(paths, model_opt, recipe, map_path, base_type, imatrix, threads, force, fmt, **recipe_options):
+def quantize(paths, model_opt, recipe, map_path, base_type, imatrix, threads, force, guard, fmt, **recipe_options):
     """Quantize MODEL (a GGUF) to OUT with an explicit plan, and record what was intended.
 
     The plan is resolved first (every tensor's type, the size and bits per
@@ -31,6 +34,12 @@ def quantize(paths, model_opt, recipe, map_path, base_type, imatrix, threads, fo
     succeeded; OUT.gl.json beside it holds the source and imatrix digests,
     the plan, the exact command, the llama.cpp version and the prediction.
     `gl validate OUT` then checks the file against that plan.
+
+    With --guard (for a recipe or a map) the stock type of nearest size is
+    quantized too, both files are measured against MODEL (mean KL divergence
+    on 4 x 512 tokens of the evaluation text, the generation-loop check), and
+    OUT is the better one: gl never writes a mix that measured worse than
+    stock. The provenance records both outcomes under "guard".
     """
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.findings import dumps
@@ -51,12 +60,20 @@ def quantize(paths, model_opt, recipe, map_path, base_type, imatrix, threads, fo
                                "does not name")
     if not (recipe or map_path or base_type):
         raise click.UsageError("say how to quantize: --recipe NAME, --map FILE --base-type T, or --base-type T")
+    if guard and not (recipe or map_path):
+        raise click.UsageError("--guard compares a plan with llama.cpp's stock type of nearest size; give "
+                               "--recipe NAME or --map FILE")
     facts = facts_from_gguf(local_model(model)) if recipe else None
     plan = plan_for(facts, recipe=recipe, options=given_options, map_path=map_path, base_type=base_type,
                     imatrix=imatrix)
     as_json = fmt == "json"
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    result = run(model, out, plan, imatrix=imatrix, threads=threads, force=force, echo=echo)
+    if guard:
+        from gl_plugins.validate.guard import guard as run_guarded
+
+        result = run_guarded(model, out, plan, imatrix=imatrix, force=force, threads=threads, echo=echo).result
+    else:
+        result = run(model, out, plan, imatrix=imatrix, threads=threads, force=force, echo=echo)
     if as_json:
         click.echo(dumps({k: v for k, v in result.record.items() if k != "assignments"}))
     else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import click
 
 from gl_plugins.errors import GLError
-from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_ftype, get_type, tensor_bytes
+from gl_plugins.ggml_types import FTYPES, NEEDS_IMATRIX, TYPES_BY_NAME, get_type, tensor_bytes
 from gl_plugins.hookspecs import hookimpl
 from gl_plugins.model.tensors import EMBEDDINGS, OUTPUT, is_ple, layer_of, quantizable, role, why_not_quantizable
 from gl_plugins.plan import type_choice as qh
@@ -302,7 +302,7 @@ class Budget:
         table = None
         if errors == "measured":
             excluded = set(EMBEDDINGS) if emb_type else set()
-            nearest = next(_stock_mixtures(facts, float(target_bpw), excluded, imatrix_path), None)
+            nearest = next(_stock_within(facts, float(target_bpw), excluded, imatrix_path), None)
             free = {t.name for t in quantizable(facts)} - excluded
             stock_types = sorted({ty for n, ty in nearest[2].items() if n in free} - set(cands)) if nearest else []
             table = measured_table(facts, list(cands) + stock_types, imatrix_path)
@@ -405,27 +405,41 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
     return build_plan(facts, choice, recipe="budget", params=params, imatrix=bool(imatrix_path))
 
 
-def _stock_mixtures(facts, target_bpw, excluded, imatrix_path):
-    """(file type, bpw, type per tensor) of llama.cpp's own mixtures (``llama-quantize IN OUT T``) that fit
-    ``target_bpw`` (counted without ``excluded``), largest first; those llama-quantize would refuse
-    (an imatrix needed and none given, a tensor it would stop at) are left out."""
+# llama-quantize's file types that people publish and compare against, smallest to largest on a
+# 256-aligned model: the ladder the stock candidates come from (not the float types, the ternary
+# TQ types, MXFP4_MOE or the Q1_0/Q2_0 bit types)
+STOCK_LADDER = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K", "IQ3_XXS", "IQ3_XS",
+                "IQ3_S", "IQ3_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "IQ4_NL", "Q4_0", "Q4_1", "Q4_K_S",
+                "Q4_K_M", "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+
+
+def stock_mixtures(facts, imatrix_path=None, excluded=frozenset()) -> list[tuple[str, float, dict[str, str]]]:
+    """(file type, bpw, type per tensor) of every mixture of :data:`STOCK_LADDER`
+    (``llama-quantize IN OUT T``) this model can be made in, largest first; bpw is counted without
+    ``excluded``. Those llama-quantize would refuse (an imatrix needed and none given, a tensor it
+    would stop at) are left out."""
     found = []
-    for ftype in sorted({get_ftype(f) for f in FTYPES}):
+    for ftype in STOCK_LADDER:
         try:
             res = resolve(stock_plan(ftype, imatrix=bool(imatrix_path)), facts)
         except GLError:
             continue
         bpw = res.bpw_excluding(excluded) if excluded else res.bpw
-        if bpw <= target_bpw and not (res.needs_imatrix() and not imatrix_path):
+        if not (res.needs_imatrix() and not imatrix_path):
             found.append((ftype, bpw, {a.name: a.type for a in res.assignments}))
-    yield from sorted(found, key=lambda f: -f[1])
+    return sorted(found, key=lambda f: -f[1])
+
+
+def _stock_within(facts, target_bpw, excluded, imatrix_path):
+    """The stock mixtures not above ``target_bpw``, largest first."""
+    return (m for m in stock_mixtures(facts, imatrix_path, excluded) if m[1] <= target_bpw)
 
 
 def _stock_candidate(facts, target_bpw, free, excluded, imatrix_path, err) -> dict | None:
     """The stock mixture of the largest bpw not above the target among those whose every type of the
     ``free`` tensors has an error figure: its type, bpw, per-tensor types and estimated error (None:
     no stock type qualifies)."""
-    for ftype, bpw, types in _stock_mixtures(facts, target_bpw, excluded, imatrix_path):
+    for ftype, bpw, types in _stock_within(facts, target_bpw, excluded, imatrix_path):
         errs = [err(t, types[t.name]) for t in free]
         if all(e is not None for e in errs):
             return {"type": ftype, "bpw": bpw, "types": types,

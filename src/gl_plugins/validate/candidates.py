@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 VALIDATORS = ("structure", "plan-match", "bpw", "generation", "kld")
+# the generation validator's errors that fail a file: degenerate text on a prompt, or sentence loops on most
+COLLAPSE_CODES = ("generation-collapse", "generation-loop")
 
 
 @dataclass
@@ -37,6 +39,11 @@ class Outcome:
     errors: list[str] = field(default_factory=list)  # finding codes of severity error
     seconds: float = 0.0
     sha256: str = ""
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the generation check failed the file."""
+        return any(c in self.errors for c in COLLAPSE_CODES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +98,7 @@ def cached(base, plan, imatrix, chunks: int, ctx: int) -> Outcome | None:
 
 
 def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int = 512, keep: Path | None = None,
-            echo=None) -> Outcome:
+            threads: int | None = None, echo=None) -> Outcome:
     """Quantize ``base`` with ``plan``, validate the file, and remember the outcome (see module doc).
 
     With ``keep`` the quantized file (and its provenance) is left there; otherwise it is removed.
@@ -103,13 +110,15 @@ def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int =
 
     key = cache_key(base, plan, imatrix, chunks, ctx)
     hit = cached(base, plan, imatrix, chunks, ctx)
-    if hit is not None and (keep is None or keep.exists()):
+    if hit is not None:
+        if keep is not None and not keep.exists():  # measured before: the file alone is made again
+            quantize(base, keep, plan, imatrix=imatrix, threads=threads, progress=False, force=True, echo=echo)
         return hit
     _cache_dir().mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=_cache_dir(), prefix=".candidate-") as tmp:
         out = keep or Path(tmp) / f"{key}.gguf"
-        quantize(base, out, plan, imatrix=imatrix, progress=False, force=True, echo=echo)
+        quantize(base, out, plan, imatrix=imatrix, threads=threads, progress=False, force=True, echo=echo)
         report = validate_file(out, base=base, only=VALIDATORS, options=settings(chunks, ctx))
         fig = report.figures
         outcome = Outcome(key=key, label=label, bpw=float(fig.get("bpw") or 0.0), bytes=out.stat().st_size,

@@ -200,3 +200,27 @@ def test_unknown_recipe_is_a_problem(gl, tmp_path):
     p = write(tmp_path, '[models.t.variants.q]\nbuild = { base = "pkg:gemma3-270m-f16", recipe = "magic" }\n')
     code, out, _ = gl("check", "--config", p)
     assert code == 1 and "models.t.variants.q.build.recipe: unknown recipe 'magic'; installed recipes: budget, protect, uniform" in out
+
+
+def test_a_build_can_be_guarded_and_says_so(tmp_path):
+    from gl_plugins.publish.preflight import describe_build
+
+    cfg = load_config(write(tmp_path, '[models.t.variants.q]\nbuild = { base = "pkg:gemma3-270m-f16", '
+                                      'recipe = "budget", options = { target_bpw = 6.88 }, guard = true }\n'))
+    assert messages(cfg) == []
+    v = cfg.variants["t:q"]
+    assert v.build.guard is True
+    assert describe_build(v).endswith("by recipe budget {\"target_bpw\": 6.88}, guarded by the stock type of "
+                                      "nearest size")
+
+
+@pytest.mark.parametrize("build, problem", [
+    ('{ base = "pkg:gemma3-270m-f16", base_type = "Q4_K_M", guard = true }',
+     "models.t.variants.q.build.guard: compares a plan with llama.cpp's stock type of nearest size; it needs "
+     "recipe or map"),
+    ('{ base = "pkg:gemma3-270m-f16", recipe = "budget", guard = "yes" }',
+     "models.t.variants.q.build.guard: must be true or false, not a string"),
+])
+def test_a_guard_without_a_plan_or_not_a_boolean_is_a_problem(tmp_path, build, problem):
+    cfg = load_config(write(tmp_path, f"[models.t.variants.q]\nbuild = {build}\n"))
+    assert problem in messages(cfg)

@@ -55,3 +55,14 @@ def test_guard_needs_a_plan_and_keeps_an_existing_out(gl, gemma_f16, tmp_path):
     code, _, err = gl("quantize", gemma_f16, there, "--recipe", "budget", "--target-bpw", "6.88", "--guard")
     assert code == 2 and f"{there}: already exists; pass --force to replace it" in err
     assert there.read_bytes() == b"mine" and sorted(os.listdir(tmp_path)) == ["there.gguf"]
+
+
+def test_a_guarded_gl_toml_build_goes_through_the_guard(gemma_f16, tmp_path):
+    """What gl publish runs for build = { …, guard = true }."""
+    from gl_plugins.quantize.run import build_variant
+
+    out = tmp_path / "v.gguf"
+    said = []
+    result = build_variant(gemma_f16, out, recipe="budget", options={"target_bpw": 6.88}, guard=True, echo=said.append)
+    assert result.output == out and out.is_file() and result.record["guard"]["kept"] == "plan"
+    assert any(m.startswith("guard: kept the plan") for m in said)

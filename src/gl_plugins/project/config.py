@@ -33,7 +33,7 @@ PUBLISH_KEYS = ("host", "namespace", "to", "bundle_dir", "retry_seconds", "insec
 SHARED_KEYS = ("family", "modelfile", "template", "system", "parameters", "license", "messages")
 MODEL_KEYS = ("variants", "description", *SHARED_KEYS)
 VARIANT_KEYS = ("tag", "gguf", "build", "description", *SHARED_KEYS)
-BUILD_KEYS = ("base", "recipe", "options", "map", "base_type", "imatrix")
+BUILD_KEYS = ("base", "recipe", "options", "map", "base_type", "imatrix", "guard")
 PKG_PREFIX = "pkg:"
 
 
@@ -48,6 +48,7 @@ class BuildSpec:
     map: Path | None = None
     base_type: str | None = None
     imatrix: Path | None = None
+    guard: bool = False  # measure against the stock type of nearest size and keep the better (gl quantize --guard)
 
 
 @dataclass
@@ -324,8 +325,15 @@ def _build(ck: _Checker, table, keypath: str) -> BuildSpec | None:
 
         if base_type.upper() not in FTYPES:
             ck.problem(f"{keypath}.base_type", f"{base_type!r} is not a llama-quantize file type")
+    guard = table.get("guard", False)
+    if not isinstance(guard, bool):
+        ck.problem(f"{keypath}.guard", f"must be true or false, not {_tomltype(guard)}")
+        guard = False
+    elif guard and not recipe and "map" not in table:
+        ck.problem(f"{keypath}.guard", "compares a plan with llama.cpp's stock type of nearest size; it needs "
+                                       "recipe or map")
     return BuildSpec(base, base_path, recipe, dict(options), map_path, base_type.upper() if base_type else None,
-                     imatrix)
+                     imatrix, guard)
 
 
 def _publish(ck: _Checker, table) -> PublishSettings:

@@ -45,7 +45,8 @@ def describe_build(variant: Variant) -> str:
     how = (f"recipe {b.recipe}" + (f" {json.dumps(b.options, sort_keys=True)}" if b.options else "")
            if b.recipe else f"map {b.map} over {b.base_type}" if b.map else f"stock {b.base_type}")
     imatrix = f" with imatrix {b.imatrix}" if b.imatrix else ""
-    return f"{variant.gguf} from {b.base} by {how}{imatrix}"
+    guard = ", guarded by the stock type of nearest size" if b.guard else ""
+    return f"{variant.gguf} from {b.base} by {how}{imatrix}{guard}"
 
 
 def ensure_built(variant: Variant, echo, *, dry_run: bool = False):
@@ -64,7 +65,7 @@ def ensure_built(variant: Variant, echo, *, dry_run: bool = False):
     variant.gguf.parent.mkdir(parents=True, exist_ok=True)
     result = build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe, options=b.options,
                            map_path=b.map, base_type=b.base_type, imatrix=b.imatrix, echo=echo,
-                           where=f"{variant.keypath}.build")
+                           where=f"{variant.keypath}.build", guard=b.guard)
     if not variant.gguf.is_file():
         raise GLError(f"building {variant.name} finished without writing {variant.gguf}")
     written = result.record.get("output") or {}

@@ -249,9 +249,11 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
 
 def build_variant(base, out, recipe: str | None = None, options: dict | None = None, map_path=None,
                   base_type: str | None = None, imatrix=None, echo=print, threads: int | None = None,
-                  where: str = "") -> QuantizeResult:
+                  where: str = "", guard: bool = False) -> QuantizeResult:
     """Build a gl.toml variant: a recipe with options, a map over a base type, or a stock base type
-    (see :func:`~gl_plugins.plan.sources.plan_for`; ``where`` names the build in messages)."""
+    (see :func:`~gl_plugins.plan.sources.plan_for`; ``where`` names the build in messages). With
+    ``guard`` the plan is measured against the stock type of nearest size and the better file is
+    written (:func:`gl_plugins.validate.guard.guard`)."""
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.plan.sources import plan_for
     from gl_plugins.toolchain.samples import local_model
@@ -259,4 +261,8 @@ def build_variant(base, out, recipe: str | None = None, options: dict | None = N
     base = local_model(base)
     plan = plan_for(facts_from_gguf(base), recipe=recipe, options=options, map_path=map_path, base_type=base_type,
                     imatrix=imatrix, where=where)
+    if guard:
+        from gl_plugins.validate.guard import guard as guarded
+
+        return guarded(base, out, plan, imatrix=imatrix, threads=threads, echo=echo).result
     return quantize(base, out, plan, imatrix=imatrix, threads=threads, echo=echo)

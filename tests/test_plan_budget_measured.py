@@ -56,6 +56,7 @@ def ex_q4_k_m(tmp_path_factory, llama_bin):
     return dequantized(tmp_path_factory.mktemp("ex-q4_k_m"), "ex-q4_k_m", "Q4_K_M")
 
 
+@pytest.mark.slow  # llama-quantize and gl-quant-error run on the synthetic models
 def test_measured_errors_give_a_tensor_the_cheap_type_it_loses_nothing_in(measuring, ex_q4_0_ffn_up, capfd):
     facts = load_facts(ex_q4_0_ffn_up)
     plan = Budget().plan(facts, target_bpw=6.0, errors="measured")
@@ -76,6 +77,7 @@ def test_measured_errors_give_a_tensor_the_cheap_type_it_loses_nothing_in(measur
     assert "measuring" not in capfd.readouterr().err and again.rules == plan.rules
 
 
+@pytest.mark.slow  # llama-quantize and gl-quant-error run on the synthetic models
 def test_the_stock_mixture_is_returned_when_its_estimated_error_is_lower(measuring, ex_q4_k_m):
     facts = load_facts(ex_q4_k_m)
     stock = resolve(stock_plan("Q4_K_M"), facts)
@@ -96,6 +98,7 @@ def test_the_stock_mixture_is_returned_when_its_estimated_error_is_lower(measuri
     assert own["chosen"] == "budget" and own["budget_estimated_error"] <= own["stock_estimated_error"]
 
 
+@pytest.mark.slow  # llama-quantize and gl-quant-error run on the synthetic models
 def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_m):
     stock = resolve(stock_plan("Q4_K_M"), load_facts(ex_q4_k_m))
     target = str(round(stock.bpw + 0.005, 2))
@@ -132,6 +135,7 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
                                         "--explain works with budget"
 
 
+@pytest.mark.slow  # llama-quantize and gl-quant-error run on the synthetic models
 def test_with_an_imatrix_the_errors_are_measured_with_it(measuring, ex_q4_0_ffn_up, tmp_path):
     from gl_plugins.plan.measured import measure_errors
     from test_plan_errors import imatrix_for

@@ -299,14 +299,16 @@ class Budget:
             raise GLError(f"budget has no error data for {', '.join(unknown)}; choose among "
                           + ", ".join(CANDIDATES) + " (or measure them with --errors measured)")
         emb_type = embedding_safe_type(embedding_type, "--embedding-type") if exclude_embeddings else None
-        table = None
         if errors == "measured":
             excluded = set(EMBEDDINGS) if emb_type else set()
-            nearest = next(_stock_within(facts, float(target_bpw), excluded, imatrix_path), None)
+            within = list(_stock_within(facts, float(target_bpw), excluded, imatrix_path))
+            nearest = within[0] if within else None
             free = {t.name for t in quantizable(facts)} - excluded
             stock_types = sorted({ty for n, ty in nearest[2].items() if n in free} - set(cands)) if nearest else []
             table = measured_table(facts, list(cands) + stock_types, imatrix_path)
-        return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path, table=table)
+            return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path, table=table,
+                               within=within)
+        return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path)
 
 
 def measured_table(facts, types, imatrix_path):
@@ -361,9 +363,11 @@ def _options_for(facts, t, cands, covered, err) -> list[tuple[int, float, str]]:
     return pareto
 
 
-def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path, table=None) -> TensorPlan:
+def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path, table=None,
+                within=None) -> TensorPlan:
     """The plan of least estimated error within ``target_bpw``; with a measured ``table`` (an ErrorTable)
-    the errors are the model's own, and llama.cpp's stock mixture of nearest size is the other candidate."""
+    the errors are the model's own, and llama.cpp's stock mixture of nearest size is the other candidate
+    (``within``: the stock mixtures not above the target, largest first, when the caller has them)."""
     tensors = quantizable(facts, llama_order=True)
     fixed = [t for t in facts.tensors if why_not_quantizable(t.name, t.shape, facts.architecture)]
     fixed_bytes = sum(int(t.bytes or 0) for t in fixed)
@@ -390,7 +394,9 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
               "estimated_error": round(est, 6), "n_params": n_all,
               "errors": "measured" if table is not None else "gaussian"}
     if table is not None:
-        stock = _stock_candidate(facts, target_bpw, [t for t, _ in free], excluded, imatrix_path, err)
+        if within is None:
+            within = list(_stock_within(facts, target_bpw, excluded, imatrix_path))
+        stock = _stock_candidate(facts, within, [t for t, _ in free], err)
         won = stock is not None and stock["error"] < est
         params.update({"chosen": "stock" if won else "budget", "budget_estimated_error": _sig(est),
                        "stock_type": stock and stock["type"], "stock_bpw": stock and round(stock["bpw"], 4),
@@ -435,11 +441,11 @@ def _stock_within(facts, target_bpw, excluded, imatrix_path):
     return (m for m in stock_mixtures(facts, imatrix_path, excluded) if m[1] <= target_bpw)
 
 
-def _stock_candidate(facts, target_bpw, free, excluded, imatrix_path, err) -> dict | None:
-    """The stock mixture of the largest bpw not above the target among those whose every type of the
-    ``free`` tensors has an error figure: its type, bpw, per-tensor types and estimated error (None:
-    no stock type qualifies)."""
-    for ftype, bpw, types in _stock_within(facts, target_bpw, excluded, imatrix_path):
+def _stock_candidate(facts, within, free, err) -> dict | None:
+    """The first of the stock mixtures ``within`` (largest first) whose every type of the ``free``
+    tensors has an error figure: its type, bpw, per-tensor types and estimated error (None: no stock
+    type qualifies)."""
+    for ftype, bpw, types in within:
         errs = [err(t, types[t.name]) for t in free]
         if all(e is not None for e in errs):
             return {"type": ftype, "bpw": bpw, "types": types,

@@ -23,6 +23,7 @@ COMMANDS = {
     "quantize": ("gl_plugins.cli.quantize:quantize", "Run llama-quantize with an explicit plan."),
     "validate": ("gl_plugins.cli.validate:validate", "Check a quantized GGUF before publishing it."),
     "experiment": ("gl_plugins.cli.validate:experiment", "Quantize, validate, record the outcome."),
+    "floor": ("gl_plugins.cli.floor:floor", "Find the smallest file that passes the quality gates."),
     "publish": ("gl_plugins.cli.publish:publish", "Publish a gl.toml variant to Ollama or a bundle."),
     "check": ("gl_plugins.cli.publish:check", "Validate a gl.toml file."),
     "modelfile": ("gl_plugins.cli.modelfile:modelfile", "Lint and render Ollama Modelfiles."),

@@ -123,21 +123,10 @@ def validate(model, base, plan_path, only, settings, target_bpw, fmt):
 
 # ---------------------------------------------------------------- experiment
 
-FIGURES = ("bpw", "predicted_bpw", "perplexity", "base_perplexity", "perplexity_ratio", "collapsed_prompts",
-           "prompts", "loop_share")
-
-
-def evidence_figures(figures: dict) -> dict:
-    """The numbers an evidence line keeps: the figures above, and the KLD ones as ``kld_mean`` …"""
-    out = {k: figures[k] for k in FIGURES if isinstance(figures.get(k), (int, float))}
-    for k, v in (figures.get("kld") or {}).items():
-        if isinstance(v, (int, float)):
-            out[f"kld_{k}"] = v
-    return out
-
-
 def observation(model_path, facts, quant: str, report, note: str = "") -> dict:
     """An evidence line (the format ``gl predict --evidence`` reads) for one validated quantization."""
+    from gl_plugins.predict.evidence import evidence_figures, measured_observation
+
     errors = [f for f in report.findings if f.severity == "error"]
     if not note:
         if errors:
@@ -145,9 +134,8 @@ def observation(model_path, facts, quant: str, report, note: str = "") -> dict:
             note = f"gl experiment: {', '.join(codes)}: {errors[0].message}"
         else:
             note = "gl experiment: every validator passed"
-    figures = evidence_figures(report.figures)
-    return {"model": os.fspath(model_path), "facts": facts.to_dict(with_tensors=False), "quant": quant,
-            "outcome": "works" if report.passed else "fails", "note": note[:500], "figures": figures}
+    return measured_observation(model_path, facts, quant, evidence_figures(report.figures),
+                                "works" if report.passed else "fails", note)
 
 
 @click.command()

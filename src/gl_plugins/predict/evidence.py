@@ -3,14 +3,17 @@
 An evidence file is JSON Lines, one observation per line::
 
     {"model": "hf:Qwen/Qwen2.5-7B", "facts": {...} | null, "quant": "Q2_K",
-     "outcome": "works" | "fails", "note": "...", "figures": {"bpw": 6.88}}
+     "outcome": "works" | "fails", "note": "...", "figures": {"bpw": 6.88},
+     "plan": "3f2a..." (optional)}
 
 ``model`` is a source :func:`gl_plugins.facts.load_facts` understands (a path
 relative to the evidence file, an HF id, ``pkg:…``) or just a name; ``facts``
 is ``ModelFacts.to_dict(with_tensors=False)``. At least one of the two must be
-given; inline facts win, so a file with facts needs no network. ``gl
-experiment`` appends to such files; ``gl predict --evidence`` scores
-predictors against them.
+given; inline facts win, so a file with facts needs no network. ``plan``, when
+given, is the digest of a gl plan (``gl floor``'s budget candidates): the file
+was made by that plan over the base type ``quant``, not by the stock type, so
+predictors of stock types abstain on it. ``gl experiment`` and ``gl floor``
+append to such files; ``gl predict --evidence`` scores predictors against them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Observation:
     facts: dict | None = None
     note: str = ""
     figures: dict = field(default_factory=dict)
+    plan: str | None = None  # digest of the gl plan the file was made with (None: the stock type)
     path: str | None = None  # the evidence file it came from
     line: int | None = None
 
@@ -56,6 +60,8 @@ class Observation:
              "note": self.note}
         if self.figures:
             d["figures"] = self.figures
+        if self.plan:
+            d["plan"] = self.plan
         return d
 
     def model_facts(self) -> ModelFacts:
@@ -154,10 +160,13 @@ def parse_observation(obj, path: str = "<evidence>", line: int | None = None) ->
     if not isinstance(figures, dict) or not all(
             v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in figures.values()):
         raise bad("'figures' must be an object of numbers")
+    plan = obj.get("plan")
+    if plan is not None and (not isinstance(plan, str) or not plan.strip()):
+        raise bad("'plan' must be the digest of a gl plan (a string)")
     if facts is not None:
         facts_from_dict(facts, path, line)  # fail now, not half-way through scoring
     return Observation(quant=quant, outcome=outcome, model=model, facts=facts, note=note,
-                       figures=dict(figures), path=path, line=line)
+                       figures=dict(figures), plan=plan, path=path, line=line)
 
 
 def read_evidence(source: str | os.PathLike) -> list[Observation]:
@@ -200,6 +209,30 @@ def append_evidence(path: str | os.PathLike, observation: dict | Observation) ->
     finally:
         os.close(fd)
     return obs
+
+
+FIGURES = ("bpw", "predicted_bpw", "perplexity", "base_perplexity", "perplexity_ratio", "collapsed_prompts",
+           "prompts", "loop_share")
+
+
+def evidence_figures(figures: dict) -> dict:
+    """The numbers an evidence line keeps of a validation's figures: those of :data:`FIGURES`, and
+    the KLD ones as ``kld_mean``, ``kld_p99`` …"""
+    out = {k: figures[k] for k in FIGURES if isinstance(figures.get(k), (int, float))}
+    for k, v in (figures.get("kld") or {}).items():
+        if isinstance(v, (int, float)):
+            out[f"kld_{k}"] = v
+    return out
+
+
+def measured_observation(model_path, facts, quant: str, figures: dict, outcome: str, note: str,
+                         plan: str | None = None) -> dict:
+    """An evidence line for one quantization gl measured (``gl experiment``, ``gl floor``)."""
+    line = {"model": os.fspath(model_path), "facts": facts.to_dict(with_tensors=False), "quant": quant,
+            "outcome": outcome, "note": note[:500], "figures": figures}
+    if plan:
+        line["plan"] = plan
+    return line
 
 
 # ---------------------------------------------------------------- scoring
@@ -292,9 +325,10 @@ def score(predictors, observations: list[Observation]) -> dict[str, Score]:
 
     ``predictors`` is an iterable of objects with ``name`` and ``predict(facts,
     quant)``. A predictor that raises is counted under ``errors`` and the
-    error is kept in its details; the others are still scored. To score on
-    measured figures rather than recorded outcomes, pass the observations
-    through :func:`judged` first.
+    error is kept in its details; the others are still scored. Predictors
+    predict stock types, so every one abstains on an observation of a gl plan.
+    To score on measured figures rather than recorded outcomes, pass the
+    observations through :func:`judged` first.
     """
     from gl_plugins.predict.predictions import Prediction
 
@@ -305,6 +339,10 @@ def score(predictors, observations: list[Observation]) -> dict[str, Score]:
         for p in predictors:
             s = scores[p.name]
             row = {"model": obs.label, "quant": obs.quant, "outcome": obs.outcome, "line": obs.line}
+            if obs.plan:  # made by a gl plan over the base type: a prediction for the stock type says nothing
+                s.abstained += 1
+                s.details.append({**row, "plan": obs.plan, "verdict": None, "result": "abstained"})
+                continue
             try:
                 verdict = host.call(p, "predict", facts, obs.quant, returns=Prediction).verdict
             except host.PluginFailed as e:  # raised, or returned no Prediction

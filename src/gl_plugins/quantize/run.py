@@ -151,9 +151,11 @@ def _run_quantize(argv: list[str], n_tensors: int, progress: bool) -> tuple[str,
 
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix: str | os.PathLike | None = None,
-             threads: int | None = None, force: bool = False, progress: bool = True, echo=None) -> QuantizeResult:
+             threads: int | None = None, force: bool = False, progress: bool = True, allow_requantize: bool = False,
+             echo=None) -> QuantizeResult:
     """Quantize ``model`` to ``out`` with ``plan`` (a :class:`~gl_plugins.plan.resolve.TensorPlan`) on
-    ``threads`` threads (default: :func:`~gl_plugins.toolchain.llamacpp.default_threads`)."""
+    ``threads`` threads (default: :func:`~gl_plugins.toolchain.llamacpp.default_threads`).
+    ``allow_requantize`` passes ``--allow-requantize``: llama-quantize then accepts a quantized model."""
     from gl_plugins import __version__
     from gl_plugins.quantize import provenance
     from gl_plugins.digests import digest, remember, sha256_file
@@ -203,9 +205,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
         map_path = os.path.join(tmp, "tensor-types.txt") if plan.rules else None
         if map_path:
             write_map(map_path, plan.rules)
-        argv = [os.fspath(exe), *command(plan, os.fspath(model), os.fspath(partial), map_path,
-                                         os.fspath(imatrix) if imatrix else None,
-                                         threads=threads or default_threads())]
+        argv = [os.fspath(exe), *(["--allow-requantize"] if allow_requantize else []),
+                *command(plan, os.fspath(model), os.fspath(partial), map_path, os.fspath(imatrix) if imatrix else None,
+                         threads=threads or default_threads())]
         say("running: " + shlex.join(argv))
         try:
             log, version, seconds = _run_quantize(argv, len(res.assignments), progress)

@@ -98,10 +98,11 @@ def cached(base, plan, imatrix, chunks: int, ctx: int) -> Outcome | None:
 
 
 def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int = 512, keep: Path | None = None,
-            threads: int | None = None, echo=None) -> Outcome:
+            threads: int | None = None, allow_requantize: bool = False, echo=None) -> Outcome:
     """Quantize ``base`` with ``plan``, validate the file, and remember the outcome (see module doc).
 
     With ``keep`` the quantized file (and its provenance) is left there; otherwise it is removed.
+    ``allow_requantize`` lets llama-quantize start from a base that is itself quantized.
     """
     from gl_plugins.atomic import atomic_write
     from gl_plugins.digests import digest
@@ -112,13 +113,15 @@ def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int =
     hit = cached(base, plan, imatrix, chunks, ctx)
     if hit is not None:
         if keep is not None and not keep.exists():  # measured before: the file alone is made again
-            quantize(base, keep, plan, imatrix=imatrix, threads=threads, progress=False, force=True, echo=echo)
+            quantize(base, keep, plan, imatrix=imatrix, threads=threads, progress=False, force=True,
+                     allow_requantize=allow_requantize, echo=echo)
         return hit
     _cache_dir().mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=_cache_dir(), prefix=".candidate-") as tmp:
         out = keep or Path(tmp) / f"{key}.gguf"
-        quantize(base, out, plan, imatrix=imatrix, threads=threads, progress=False, force=True, echo=echo)
+        quantize(base, out, plan, imatrix=imatrix, threads=threads, progress=False, force=True,
+                 allow_requantize=allow_requantize, echo=echo)
         report = validate_file(out, base=base, only=VALIDATORS, options=settings(chunks, ctx))
         fig = report.figures
         outcome = Outcome(key=key, label=label, bpw=float(fig.get("bpw") or 0.0), bytes=out.stat().st_size,

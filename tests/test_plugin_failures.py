@@ -154,7 +154,7 @@ def test_a_raising_publisher_is_named_and_nothing_is_published(site, run, tmp_pa
 
 
 def test_scoring_evidence_with_a_raising_predictor_scores_the_others(site, run):
-    r = run("predict", "--evidence", "builtin", "--json")
+    r = run("predict", "--evidence", "builtin:lab", "--json")
     assert r.returncode == 1
     assert "predictor 'boom' failed on evidence line 1: RuntimeError: predictor exploded" in r.stderr
     scores = {s["predictor"]: s for s in json.loads(r.stdout)["scores"]}

@@ -267,7 +267,7 @@ def test_a_predictor_that_raises_is_reported_and_the_others_still_run(tmp_path):
         assert boom and boom[0]["plugin"] == "gl-boom" and "exploded" in boom[0]["error"]
         assert {e["predictor"] for e in doc} == BUILTINS | {"combined", "boom"}
 
-        r = CliRunner().invoke(cli, ["predict", "--evidence", "builtin"], catch_exceptions=False)
+        r = CliRunner().invoke(cli, ["predict", "--evidence", "builtin:lab"], catch_exceptions=False)
         assert r.exit_code == 1 and "predictor 'boom' failed on evidence line 1" in r.stderr
         assert re.search(r"^  ffn-ratio\s+4\s+1\s+0\s+0$", r.stdout, re.M)
     finally:

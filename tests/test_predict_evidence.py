@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ LAB = {"hf:Qwen/Qwen2.5-7B": (5.29, "works"), "hf:mistralai/Mistral-Small-Instru
 
 
 def test_builtin_evidence_holds_the_five_lab_observations():
-    obs = read_evidence("builtin")
+    obs = read_evidence("builtin:lab")
     assert [o.model for o in obs] == list(LAB)
     for o in obs:
         ratio, outcome = LAB[o.model]
@@ -34,7 +35,7 @@ def test_builtin_evidence_holds_the_five_lab_observations():
 
 
 def test_builtin_scores_are_reported_honestly(gl):
-    code, out, err = gl("predict", "--evidence", "builtin")
+    code, out, err = gl("predict", "--evidence", "builtin:lab")
     assert code == 0, err
     assert "Evidence: 5 observations (gl's built-in lab observations)" in out
     rows = {m[0]: tuple(map(int, m[1:])) for m in
@@ -44,18 +45,58 @@ def test_builtin_scores_are_reported_honestly(gl):
     assert rows["combined"] == (4, 1, 0, 0)
     assert set(rows) == {"ffn-ratio", "sliding-window", "kv-sharing", "shape-fallback", "combined"}
 
-    code, out, err = gl("predict", "--evidence", "builtin", "--json", "--explain")
+    code, out, err = gl("predict", "--evidence", "builtin:lab", "--json", "--explain")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["observations"] == 5 and doc["evidence"] == "builtin"
+    assert doc["observations"] == 5 and doc["evidence"] == "builtin:lab"
     ffn = next(s for s in doc["scores"] if s["predictor"] == "ffn-ratio")
     assert ffn["accuracy"] == 0.8
     wrong = [d for d in ffn["details"] if d["result"] == "wrong"]
     assert [(d["model"], d["verdict"], d["outcome"]) for d in wrong] == [("hf:Qwen/Qwen2.5-7B", "fails", "works")]
 
 
+def test_builtin_measured_evidence_is_the_frontier_gl_measured():
+    """bench/builtin_evidence.py wrote it from bench/results/quality.json: one line per frontier file."""
+    rows = json.loads((Path(__file__).parents[1] / "bench" / "results" / "quality.json").read_text())
+    obs = read_evidence("builtin:measured")
+    assert len(obs) == len(rows) and {o.model for o in obs} == {"pkg:gemma3-270m-f16", "pkg:qwen2.5-coder-1.5b-f16"}
+    by_key = {}
+    for r in rows:  # one key can stand for several sizes: Gemma's Q2_K_S and IQ2_S weigh the same
+        by_key.setdefault(r["key"], []).append(r)
+    for o in obs:
+        assert o.note.startswith("gl bench/quality.py: ") and o.source == "builtin:measured"
+        # the outcome is gl floor's default gates on the measured figures
+        works = o.figures["kld_mean"] <= 0.3 and (o.figures.get("loop_share") or 0) <= 0.5
+        assert o.outcome == ("works" if works else "fails"), o.note
+        if o.plan:
+            assert any(r["kind"] != "stock" and r["type"] == o.quant for r in by_key[o.plan])
+        assert o.model_facts().architecture in ("gemma3", "qwen2")  # inline facts: no file needed
+    assert sum(1 for o in obs if not o.plan) == sum(1 for r in rows if r["kind"] == "stock")
+
+
+def test_builtin_scores_each_source_apart(gl):
+    code, out, err = gl("predict", "--evidence", "builtin")
+    assert code == 0, err
+    lab, measured = out.split("\n\n")[:2]
+    assert lab.startswith("Evidence: 5 observations (gl's built-in lab observations)")
+    assert re.search(r"^  ffn-ratio\s+4\s+1\s+0\s+0$", lab, re.M)
+    n = len(read_evidence("builtin:measured"))
+    plans = sum(1 for o in read_evidence("builtin:measured") if o.plan)
+    assert measured.startswith(f"Evidence: {n} observations (gl's measurements of its sample models' frontier")
+    rows = {m[0]: tuple(map(int, m[1:])) for m in
+            re.findall(r"^  (\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", measured, re.M)}
+    assert all(r[2] >= plans for r in rows.values())  # every predictor abstains on the plans
+    code, out, err = gl("predict", "--evidence", "builtin", "--json")
+    doc = json.loads(out)
+    assert [s["source"] for s in doc["sources"]] == ["builtin:lab", "builtin:measured"]
+    assert doc["observations"] == 5 + n and [s["observations"] for s in doc["sources"]] == [5, n]
+    ffn = {s["predictor"]: s for s in doc["scores"]}["ffn-ratio"]
+    per = [{x["predictor"]: x for x in s["scores"]}["ffn-ratio"] for s in doc["sources"]]
+    assert ffn["right"] == sum(p["right"] for p in per) and ffn["abstained"] == sum(p["abstained"] for p in per)
+
+
 def test_band_changes_the_measured_score(gl):
-    code, out, _ = gl("predict", "--evidence", "builtin", "--band", "3.0-5.2")
+    code, out, _ = gl("predict", "--evidence", "builtin:lab", "--band", "3.0-5.2")
     assert code == 0
     assert re.search(r"^  ffn-ratio\s+5\s+0\s+0\s+0$", out, re.M)  # fitted to the same five: not a test
 
@@ -108,7 +149,7 @@ def test_score_function_counts_right_wrong_abstained():
             raise ValueError("no")
 
     scores = score([Always("fails", "fails"), Always("risky", "risky"), Always("ok", "ok"),
-                    Always("unknown", "unknown"), Raises()], read_evidence("builtin"))
+                    Always("unknown", "unknown"), Raises()], read_evidence("builtin:lab"))
     assert (scores["fails"].right, scores["fails"].wrong) == (3, 2)
     assert (scores["risky"].right, scores["risky"].wrong) == (3, 2)  # risky counts as predicting "fails"
     assert (scores["ok"].right, scores["ok"].wrong) == (2, 3)

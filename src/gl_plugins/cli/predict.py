@@ -37,7 +37,9 @@ class PredictCommand(click.Command):
 @click.option("--fail-on", type=click.Choice(["fails", "risky"]),
               help="Exit 1 when a combined verdict is this bad (risky also catches fails).")
 @click.option("--evidence", "evidence_source", metavar="FILE|builtin",
-              help="Score every predictor on recorded outcomes (JSON Lines); 'builtin' = gl's lab observations.")
+              help="Score every predictor on recorded outcomes (JSON Lines); 'builtin' = gl's own, per source: "
+                   "the lab observations (builtin:lab) and gl's measurements of its sample models "
+                   "(builtin:measured).")
 @click.option("--max-kld", type=click.FloatRange(min=0), metavar="X",
               help="With --evidence: an observation works when its measured mean KLD is at most X "
                    "(observations without KLD figures are left out).")
@@ -93,27 +95,35 @@ def predict(model, quant_names, fmt, explain, fail_on, evidence_source, max_kld,
             descriptions = {n: host.description(p) for n, p in predictors.items()}
             click.echo(_render_predictions(facts, quants, predictions, failures, explain, descriptions))
     if evidence_source:
-        from gl_plugins.predict.evidence import Gates, judged, read_evidence, score
+        from gl_plugins.predict.evidence import Gates, by_source, judged, read_evidence, score, source_label
         from gl_plugins.predict.predictions import Combined
 
         gates = Gates(max_kld, max_loops)
         observations, left_out = judged(read_evidence(evidence_source), gates)
-        scores = score(chosen + [Combined(chosen)], observations)
-        for s in scores.values():
-            for d in s.details:
-                if d["result"] == "error":
-                    msg = f"predictor {s.predictor!r} failed on evidence line {d['line']}: {d['error']}"
-                    click.echo(f"gl: error: {msg}", err=True)
-                    failed.append(msg)
+        sources = by_source(observations) or {evidence_source: []}
+        scored = {src: score(chosen + [Combined(chosen)], obs) for src, obs in sources.items()}
+        for src, scores in scored.items():
+            for s in scores.values():
+                for d in s.details:
+                    if d["result"] == "error":
+                        where = f"line {d['line']}" + (f" of {src}" if len(scored) > 1 else "")
+                        msg = f"predictor {s.predictor!r} failed on evidence {where}: {d['error']}"
+                        click.echo(f"gl: error: {msg}", err=True)
+                        failed.append(msg)
         if as_json:
             doc.update({"evidence": evidence_source, "observations": len(observations),
-                        "scores": [_score_dict(s, explain) for s in scores.values()]})
+                        "sources": [{"source": src, "label": source_label(src), "observations": len(sources[src]),
+                                     "scores": [_score_dict(s, explain) for s in scores.values()]}
+                                    for src, scores in scored.items()]})
+            together = scored[next(iter(scored))] if len(scored) == 1 else score(chosen + [Combined(chosen)],
+                                                                                 observations)
+            doc["scores"] = [_score_dict(s, explain) for s in together.values()]  # every source together
             if gates:
                 doc.update({"judged_by": gates.describe(), "left_out": left_out})
         else:
             if model:
                 click.echo("")
-            click.echo(_render_scores(evidence_source, observations, scores, explain))
+            click.echo("\n\n".join(_render_scores(src, sources[src], scores, explain) for src, scores in scored.items()))
             if gates:
                 click.echo(f"outcomes judged by the measured figures: {gates.describe()}; "
                            f"{left_out} observation(s) without those figures left out.")
@@ -188,8 +198,9 @@ def _render_predictions(facts, quants, predictions, failures, explain, descripti
 
 
 def _render_scores(source, observations, scores, explain) -> str:
-    label = "gl's built-in lab observations" if source == "builtin" else source
-    lines = [f"Evidence: {len(observations)} observations ({label})",
+    from gl_plugins.predict.evidence import source_label
+
+    lines = [f"Evidence: {len(observations)} observations ({source_label(source)})",
              f"  {'predictor':<16} {'right':>5} {'wrong':>5} {'abstained':>9} {'raised':>6}"]
     for s in scores.values():
         lines.append(f"  {s.predictor:<16} {s.right:>5} {s.wrong:>5} {s.abstained:>9} {s.errors:>6}")

@@ -30,11 +30,22 @@ from gl_plugins.facts import ModelFacts, Tensor
 
 OUTCOMES = ("works", "fails")
 BUILTIN = "builtin"
+# gl's own evidence, by source: the lab's five observations (facts from the models' real config.json),
+# and the quality frontier gl measured on its two real sample models (bench/builtin_evidence.py)
+BUILTIN_SOURCES = {"lab": ("lab_evidence.jsonl", "gl's built-in lab observations"),
+                   "measured": ("measured_evidence.jsonl",
+                                "gl's measurements of its sample models' frontier, bench/quality.py")}
 
 
-def builtin_path() -> Path:
-    """The five lab observations shipped with gl (facts from the models' real config.json)."""
-    return Path(__file__).parents[1] / "data" / "lab_evidence.jsonl"
+def builtin_path(source: str = "lab") -> Path:
+    """The file of one source of gl's built-in evidence (see :data:`BUILTIN_SOURCES`)."""
+    return Path(__file__).parents[1] / "data" / BUILTIN_SOURCES[source][0]
+
+
+def source_label(source: str) -> str:
+    """How a source of observations is named in reports: ``builtin:lab`` as its description, a file as itself."""
+    name = source.partition(":")[2] if source.startswith(f"{BUILTIN}:") else None
+    return BUILTIN_SOURCES[name][1] if name in BUILTIN_SOURCES else source
 
 
 @dataclass
@@ -48,6 +59,7 @@ class Observation:
     plan: str | None = None  # digest of the gl plan the file was made with (None: the stock type)
     path: str | None = None  # the evidence file it came from
     line: int | None = None
+    source: str | None = None  # the source it was read from: the file as given, or builtin:lab, builtin:measured
 
     @property
     def label(self) -> str:
@@ -170,15 +182,26 @@ def parse_observation(obj, path: str = "<evidence>", line: int | None = None) ->
 
 
 def read_evidence(source: str | os.PathLike) -> list[Observation]:
-    """Observations from a JSON Lines file, or gl's own with ``"builtin"``. Blank lines are skipped."""
-    path = builtin_path() if os.fspath(source) == BUILTIN else Path(source)
+    """Observations from a JSON Lines file, or gl's own: ``"builtin"`` (every source of
+    :data:`BUILTIN_SOURCES`, in order) or one of them (``"builtin:lab"``, ``"builtin:measured"``).
+    Blank lines are skipped; each observation records its source."""
+    given = os.fspath(source)
+    if given == BUILTIN:
+        return [o for name in BUILTIN_SOURCES for o in read_evidence(f"{BUILTIN}:{name}")]
+    if given.startswith(f"{BUILTIN}:"):
+        name = given.partition(":")[2]
+        if name not in BUILTIN_SOURCES:
+            raise GLError(f"no built-in evidence {given!r}; there are {BUILTIN}, "
+                          + ", ".join(f"{BUILTIN}:{n}" for n in BUILTIN_SOURCES))
+        path = builtin_path(name)
+    else:
+        path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(path, "evidence file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(path, f"cannot be read ({e})") from None
-    shown = BUILTIN if os.fspath(source) == BUILTIN else os.fspath(path)
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -186,10 +209,19 @@ def read_evidence(source: str | os.PathLike) -> list[Observation]:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise InputError(shown, f"is not valid JSON: {e.msg} (column {e.colno})", line=n) from None
-        obs = parse_observation(obj, shown, n)
+            raise InputError(given, f"is not valid JSON: {e.msg} (column {e.colno})", line=n) from None
+        obs = parse_observation(obj, given, n)
         obs.path = os.fspath(path)
+        obs.source = given
         out.append(obs)
+    return out
+
+
+def by_source(observations: list[Observation]) -> dict[str, list[Observation]]:
+    """The observations grouped by the source they were read from, in order."""
+    out: dict[str, list[Observation]] = {}
+    for o in observations:
+        out.setdefault(o.source or "", []).append(o)
     return out
 
 

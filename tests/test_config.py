@@ -224,3 +224,36 @@ def test_a_build_can_be_guarded_and_says_so(tmp_path):
 def test_a_guard_without_a_plan_or_not_a_boolean_is_a_problem(tmp_path, build, problem):
     cfg = load_config(write(tmp_path, f"[models.t.variants.q]\nbuild = {build}\n"))
     assert problem in messages(cfg)
+
+
+def test_a_build_can_be_the_floor_and_says_so(tmp_path):
+    from gl_plugins.publish.preflight import describe_build
+
+    cfg = load_config(write(tmp_path, '[models.t.variants.q]\nbuild = { base = "pkg:gemma3-270m-f16", floor = { '
+                                      'max_kld = 0.3, max_loops = 0.5, range = "6-9", candidates = "budget" } }\n'))
+    assert messages(cfg) == []
+    b = cfg.variants["t:q"].build
+    assert b.floor == {"max_kld": 0.3, "max_loops": 0.5, "low": 6.0, "high": 9.0, "kinds": ("budget",)}
+    assert "by its floor (gl floor {" in describe_build(cfg.variants["t:q"])
+
+
+@pytest.mark.parametrize("floor, problem", [
+    ('"yes"', "build.floor: must be a table of gl floor settings"),
+    ('{ max_kld = -1 }', "build.floor.max_kld: must be a number above 0, not -1"),
+    ('{ max_loops = 2 }', "build.floor.max_loops: must be a number above 0 and at most 1, not 2"),
+    ('{ range = "5-2" }', "build.floor.range: must be \"LOW-HIGH\" bits per weight with 0 < LOW < HIGH <= 32, not '5-2'"),
+    ('{ candidates = "magic" }', "build.floor.candidates: must be \"stock\", \"budget\" or \"stock,budget\", not 'magic'"),
+    ('{ calibrate = 1 }', "build.floor.calibrate: must be true or false, not an integer"),
+    ('{ chunks = 0 }', "build.floor.chunks: must be a whole number of chunks, 1 or more, not 0"),
+    ('{ gates = 1 }', "build.floor.gates"),
+])
+def test_a_bad_floor_build_is_a_problem(tmp_path, floor, problem):
+    cfg = load_config(write(tmp_path, f'[models.t.variants.q]\nbuild = {{ base = "pkg:gemma3-270m-f16", floor = {floor} }}\n'))
+    assert any(problem in m for m in messages(cfg)), messages(cfg)
+
+
+def test_a_floor_build_takes_no_recipe(tmp_path):
+    cfg = load_config(write(tmp_path, '[models.t.variants.q]\nbuild = { base = "pkg:gemma3-270m-f16", '
+                                      'recipe = "budget", floor = {} }\n'))
+    assert ("models.t.variants.q.build.floor: chooses the file by measurement; give it without recipe, map, "
+            "base_type and guard") in messages(cfg)

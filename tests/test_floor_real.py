@@ -96,3 +96,19 @@ def test_a_rerun_comes_from_the_cache_and_impossible_gates_exit_1(searched, gl, 
     code, out, err = gl("floor", gemma_f16, "--range", "6.9-7.03", "--max-kld", "1e-9", "--candidates", "stock")
     assert code == 1
     assert "no candidate in 6.9-7.03 bpw passes mean KLD <= 1e-09, loops <= 0.5; the best measured was stock " in err
+
+
+def test_a_gl_toml_floor_build_writes_the_floor_file(searched, gemma_f16, tmp_path):
+    """What gl publish runs for build = { base = …, floor = { range = "6-9" } }: the search (cached here)
+    and the smallest passing file, with its provenance."""
+    from gl_plugins.quantize.run import build_variant
+
+    _, doc, _ = searched
+    out = tmp_path / "v.gguf"
+    said = []
+    result = build_variant(gemma_f16, out, floor={"low": 6.0, "high": 9.0}, echo=said.append)
+    smallest = min((f for f in doc["floor"].values() if f), key=lambda f: f["bytes"])
+    assert result.output == out and out.stat().st_size == smallest["bytes"]
+    assert result.record["output"]["sha256"] and abs(result.resolution.bpw - smallest["bpw"]) < 0.01
+    assert any(m.startswith("floor: kept ") for m in said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gguf", "v.gguf.gl.json"]

@@ -33,7 +33,9 @@ PUBLISH_KEYS = ("host", "namespace", "to", "bundle_dir", "retry_seconds", "insec
 SHARED_KEYS = ("family", "modelfile", "template", "system", "parameters", "license", "messages")
 MODEL_KEYS = ("variants", "description", *SHARED_KEYS)
 VARIANT_KEYS = ("tag", "gguf", "build", "description", *SHARED_KEYS)
-BUILD_KEYS = ("base", "recipe", "options", "map", "base_type", "imatrix", "guard")
+BUILD_KEYS = ("base", "recipe", "options", "map", "base_type", "imatrix", "guard", "floor")
+# build.floor: gl floor's settings (gl_plugins.floor.search.find_floor); the variant is the smallest passing file
+FLOOR_KEYS = ("max_kld", "max_p99", "max_loops", "range", "candidates", "tolerance", "calibrate", "chunks")
 PKG_PREFIX = "pkg:"
 
 
@@ -49,6 +51,7 @@ class BuildSpec:
     base_type: str | None = None
     imatrix: Path | None = None
     guard: bool = False  # measure against the stock type of nearest size and keep the better (gl quantize --guard)
+    floor: dict | None = None  # gl floor's settings: the variant is the smallest file that passes its gates
 
 
 @dataclass
@@ -318,8 +321,12 @@ def _build(ck: _Checker, table, keypath: str) -> BuildSpec | None:
     if "map" in table and not base_type:
         ck.problem(f"{keypath}.base_type", "is required with map: the llama-quantize type for "
                                            "tensors the map does not name")
-    if not recipe and "map" not in table and not base_type:
-        ck.problem(keypath, "needs recipe, map (with base_type) or base_type")
+    floor = _floor(ck, table["floor"], f"{keypath}.floor") if "floor" in table else None
+    if "floor" in table and (recipe or "map" in table or base_type or table.get("guard")):
+        ck.problem(f"{keypath}.floor", "chooses the file by measurement; give it without recipe, map, base_type "
+                                       "and guard")
+    elif not recipe and "map" not in table and not base_type and "floor" not in table:
+        ck.problem(keypath, "needs recipe, map (with base_type), base_type or floor")
     if base_type:
         from gl_plugins.ggml_types import FTYPES
 
@@ -333,7 +340,53 @@ def _build(ck: _Checker, table, keypath: str) -> BuildSpec | None:
         ck.problem(f"{keypath}.guard", "compares a plan with llama.cpp's stock type of nearest size; it needs "
                                        "recipe or map")
     return BuildSpec(base, base_path, recipe, dict(options), map_path, base_type.upper() if base_type else None,
-                     imatrix, guard)
+                     imatrix, guard, floor)
+
+
+def _floor(ck: _Checker, table, keypath: str) -> dict | None:
+    """build.floor: gl floor's settings, as find_floor's keyword arguments."""
+    if not isinstance(table, dict):
+        ck.problem(keypath, f"must be a table of gl floor settings ({', '.join(FLOOR_KEYS)}), not {_tomltype(table)}")
+        return None
+    ck.keys(table, FLOOR_KEYS, keypath)
+    out: dict = {}
+    for key in ("max_kld", "max_p99", "max_loops", "tolerance"):
+        if key in table:
+            v = table[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (key == "max_loops" and v > 1):
+                ck.problem(f"{keypath}.{key}", "must be a number above 0" + (" and at most 1" if key == "max_loops"
+                                                                              else "") + f", not {v!r}")
+            else:
+                out[key] = float(v)
+    if "chunks" in table:
+        v = table["chunks"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            ck.problem(f"{keypath}.chunks", f"must be a whole number of chunks, 1 or more, not {v!r}")
+        else:
+            out["chunks"] = v
+    if "range" in table:
+        v = table["range"]
+        try:
+            low, high = (float(x) for x in str(v).split("-"))
+            if not 0 < low < high <= 32:
+                raise ValueError
+        except ValueError:
+            ck.problem(f"{keypath}.range", f"must be \"LOW-HIGH\" bits per weight with 0 < LOW < HIGH <= 32, not {v!r}")
+        else:
+            out["low"], out["high"] = low, high
+    if "candidates" in table:
+        v = table["candidates"]
+        kinds = [k.strip() for k in v.split(",")] if isinstance(v, str) else None
+        if not kinds or not set(kinds) <= {"stock", "budget"}:
+            ck.problem(f"{keypath}.candidates", f"must be \"stock\", \"budget\" or \"stock,budget\", not {v!r}")
+        else:
+            out["kinds"] = tuple(kinds)
+    if "calibrate" in table:
+        if not isinstance(table["calibrate"], bool):
+            ck.problem(f"{keypath}.calibrate", f"must be true or false, not {_tomltype(table['calibrate'])}")
+        else:
+            out["calibrate"] = table["calibrate"]
+    return out
 
 
 def _publish(ck: _Checker, table) -> PublishSettings:

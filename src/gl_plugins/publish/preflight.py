@@ -42,8 +42,11 @@ def _is_gguf(path: Path) -> bool:
 
 def describe_build(variant: Variant) -> str:
     b = variant.build
-    how = (f"recipe {b.recipe}" + (f" {json.dumps(b.options, sort_keys=True)}" if b.options else "")
-           if b.recipe else f"map {b.map} over {b.base_type}" if b.map else f"stock {b.base_type}")
+    if b.floor is not None:
+        how = "its floor (gl floor" + (f" {json.dumps(b.floor, sort_keys=True)}" if b.floor else "") + ")"
+    else:
+        how = (f"recipe {b.recipe}" + (f" {json.dumps(b.options, sort_keys=True)}" if b.options else "")
+               if b.recipe else f"map {b.map} over {b.base_type}" if b.map else f"stock {b.base_type}")
     imatrix = f" with imatrix {b.imatrix}" if b.imatrix else ""
     guard = ", guarded by the stock type of nearest size" if b.guard else ""
     return f"{variant.gguf} from {b.base} by {how}{imatrix}{guard}"
@@ -65,7 +68,7 @@ def ensure_built(variant: Variant, echo, *, dry_run: bool = False):
     variant.gguf.parent.mkdir(parents=True, exist_ok=True)
     result = build_variant(base=_base_path(variant), out=variant.gguf, recipe=b.recipe, options=b.options,
                            map_path=b.map, base_type=b.base_type, imatrix=b.imatrix, echo=echo,
-                           where=f"{variant.keypath}.build", guard=b.guard)
+                           where=f"{variant.keypath}.build", guard=b.guard, floor=b.floor)
     if not variant.gguf.is_file():
         raise GLError(f"building {variant.name} finished without writing {variant.gguf}")
     written = result.record.get("output") or {}

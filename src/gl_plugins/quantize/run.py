@@ -251,16 +251,29 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, plan, *, imatrix:
 
 def build_variant(base, out, recipe: str | None = None, options: dict | None = None, map_path=None,
                   base_type: str | None = None, imatrix=None, echo=print, threads: int | None = None,
-                  where: str = "", guard: bool = False) -> QuantizeResult:
+                  where: str = "", guard: bool = False, floor: dict | None = None) -> QuantizeResult:
     """Build a gl.toml variant: a recipe with options, a map over a base type, or a stock base type
     (see :func:`~gl_plugins.plan.sources.plan_for`; ``where`` names the build in messages). With
     ``guard`` the plan is measured against the stock type of nearest size and the better file is
-    written (:func:`gl_plugins.validate.guard.guard`)."""
+    written (:func:`gl_plugins.validate.guard.guard`). With ``floor`` (gl floor's settings) the file
+    is the smallest that passes its gates (:func:`gl_plugins.floor.search.find_floor`)."""
     from gl_plugins.facts import facts_from_gguf
     from gl_plugins.plan.sources import plan_for
     from gl_plugins.toolchain.samples import local_model
 
     base = local_model(base)
+    if floor is not None:
+        from gl_plugins.floor.search import Gates, find_floor
+        from gl_plugins.plan.resolve import resolve
+        from gl_plugins.quantize import provenance
+
+        settings = dict(floor)
+        gates = Gates(**{k: settings.pop(k) for k in ("max_kld", "max_p99", "max_loops") if k in settings})
+        found = find_floor(base, imatrix=imatrix, gates=gates, keep=Path(out), threads=threads, echo=echo, **settings)
+        kept = found.smallest
+        prov = provenance.path_for(Path(out))
+        return QuantizeResult(Path(out), prov, provenance.load(prov), resolve(kept.plan, facts_from_gguf(base)),
+                              kept.outcome.seconds)
     plan = plan_for(facts_from_gguf(base), recipe=recipe, options=options, map_path=map_path, base_type=base_type,
                     imatrix=imatrix, where=where)
     if guard:

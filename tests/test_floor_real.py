@@ -93,8 +93,12 @@ def test_a_rerun_comes_from_the_cache_and_impossible_gates_exit_1(searched, gl, 
     again = json.loads(out)
     assert again["floor"] == doc["floor"] and all(c["cached"] for c in again["candidates"])
     assert again["seconds"] < 30
-    code, out, err = gl("floor", gemma_f16, "--range", "6.9-7.03", "--max-kld", "1e-9", "--candidates", "stock")
+    code, out, err = gl("floor", gemma_f16, "--range", "6.9-7.03", "--max-kld", "1e-9", "--candidates", "stock",
+                        "--json")
     assert code == 1
+    missed = json.loads(out)  # what was measured is still reported
+    assert missed["floor"] == {"stock": None, "budget": None} and missed["candidates"]
+    assert all(c["verdict"] == "fail" for c in missed["candidates"])
     assert "no candidate in 6.9-7.03 bpw passes mean KLD <= 1e-09, loops <= 0.5; the best measured was stock " in err
 
 

@@ -73,7 +73,7 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
 
     from gl_plugins.findings import dumps
     from gl_plugins.floor.report import table, write_report
-    from gl_plugins.floor.search import Gates, find_floor
+    from gl_plugins.floor.search import Gates, NoFloor, find_floor
 
     as_json = fmt == "json"
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
@@ -81,10 +81,14 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
         raise click.UsageError("give --imatrix FILE or --calibrate, not both")
     gates = Gates(max_kld=max_kld, max_p99=max_p99, max_loops=max_loops)
     options = {"errors": budget_errors} if budget_errors != "gaussian" else {}
-    result = find_floor(model, imatrix=imatrix, calibrate=calibrate, gates=gates, low=bpw_range[0],
-                        high=bpw_range[1], kinds=kinds, chunks=chunks, tolerance=tolerance, walk=walk,
-                        allow_requantized=allow_requantized, budget_options=options,
-                        keep=Path(keep) if keep else None, force=force, threads=threads, echo=echo)
+    missed = None
+    try:
+        result = find_floor(model, imatrix=imatrix, calibrate=calibrate, gates=gates, low=bpw_range[0],
+                            high=bpw_range[1], kinds=kinds, chunks=chunks, tolerance=tolerance, walk=walk,
+                            allow_requantized=allow_requantized, budget_options=options,
+                            keep=Path(keep) if keep else None, force=force, threads=threads, echo=echo)
+    except NoFloor as e:  # what was measured is still reported and recorded; then exit 1
+        missed, result = e, e.floor
     if evidence:
         _append_evidence(evidence, result)
     command = ["gl", "floor", model, *(["--imatrix", imatrix] if imatrix else []),
@@ -100,6 +104,8 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
         if report:
             doc["report"] = str(report)
         click.echo(dumps(doc))
+        if missed:
+            raise missed
         return
     click.echo("")
     click.echo(table(result))
@@ -110,6 +116,8 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
         click.echo(f"evidence appended to {evidence}; score predictors with: gl predict --evidence {evidence}")
     if result.kept:
         click.echo(f"next: gl validate {result.kept}")
+    if missed:
+        raise missed
 
 
 def _append_evidence(path, result) -> None:

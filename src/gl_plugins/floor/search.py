@@ -43,9 +43,13 @@ MARGIN = 256 << 20  # free bytes kept beyond the largest candidate
 
 
 class NoFloor(GLError):
-    """No candidate in the range passes the gates (exit status 1)."""
+    """No candidate in the range passes the gates (exit status 1); ``floor`` holds what was measured."""
 
     exit_code = 1
+
+    def __init__(self, message: str, floor: "Floor"):
+        super().__init__(message)
+        self.floor = floor
 
 
 @dataclass(frozen=True)
@@ -497,7 +501,8 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
         best = result.best()
         shown = "nothing was measured" if best is None else (
             f"the best measured was {best.kind} {best.name} at {best.outcome.bpw:.3f} bpw ({'; '.join(best.why)})")
-        raise NoFloor(f"{model.name}: no candidate in {low:g}-{high:g} bpw passes {gates.describe()}; {shown}")
+        raise NoFloor(f"{model.name}: no candidate in {low:g}-{high:g} bpw passes {gates.describe()}; {shown}",
+                      result)
     if keep is not None:
         from gl_plugins.validate.candidates import measure
 

@@ -29,7 +29,7 @@ gl/stock mean-KLD ratio of each of gl's plans at each size.
 
     python bench/quality.py [--model gemma3-270m] [--model qwen2.5-coder-1.5b] [--types Q2_K,Q4_K_M]
                             [--chunks 4] [--kinds stock,budget,measured] [--json OUT] [--plot OUT.png]
-    python bench/quality.py --from-json OUT [--plot OUT.png]     # table and plot of an earlier run
+    python bench/quality.py --from-json OUT [--plot OUT.png] [--markdown]   # table and plot of an earlier run
 """
 
 from __future__ import annotations
@@ -153,32 +153,71 @@ def save(path: str, rows: list[dict]) -> None:
     atomic_write(path, json.dumps(rows, indent=1) + "\n", parents=True)
 
 
-def table(rows: list[dict]) -> str:
-    """Per model: each stock type's file, and each of gl's plans at its size with the gl/stock mean-KLD ratio."""
-    lines = []
+def by_model(rows: list[dict]):
+    """(model, kinds present, types in order of the stock file's size, {(kind, type): row}) per model."""
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         by = {(r["kind"], r["type"]): r for r in mine}
         kinds = [k for k in KINDS if any(r["kind"] == k for r in mine)]
+        size = {t: (by.get(("stock", t)) or r)["bpw"] for r in mine for t in [r["type"]]}
+        yield model, kinds, sorted(size, key=size.get), by
+
+
+def ratio(r: dict | None, stock: dict | None) -> float | None:
+    """gl's plan's mean KLD over the stock file's at the same size."""
+    return r["kld"]["mean"] / stock["kld"]["mean"] if r and stock and stock["kld"]["mean"] > 0 else None
+
+
+def table(rows: list[dict]) -> str:
+    """Per model: each stock type's file, and each of gl's plans at its size with the gl/stock mean-KLD ratio."""
+    lines = []
+    for model, kinds, types, by in by_model(rows):
         lines += [f"\n{model} (mean KLD against the F16 base; loops: share of generation prompts that collapse, "
                   f"* where the generation check fails the file)",
                   f"{'type':<9}" + "  ".join(f"{k + ' bpw':>11}{k + ' KLD':>13}{'p99':>8}{'loops':>7}"
                                             + (f"{'ratio':>7}" if k != "stock" else "") for k in kinds)]
-        for t in dict.fromkeys(r["type"] for r in mine):
+        for t in types:
             s = by.get(("stock", t))
 
             def cols(r, kind):
-                ratio = ""
-                if kind != "stock":
-                    ratio = f"{r['kld']['mean'] / s['kld']['mean']:>7.2f}" if r and s and s["kld"]["mean"] > 0 \
-                        else f"{'':>7}"
+                x = ratio(r, s)
+                shown = "" if kind == "stock" else f"{x:>7.2f}" if x is not None else f"{'':>7}"
                 if r is None:
-                    return f"{'':>11}{'':>13}{'':>8}{'':>7}{ratio}"
+                    return f"{'':>11}{'':>13}{'':>8}{'':>7}{shown}"
                 loops = ("-" if r["loops"] is None else f"{r['loops']:.2f}") + ("*" if collapsed(r) else " ")
-                return f"{r['bpw']:>11.3f}{r['kld']['mean']:>13.4f}{r['kld']['p99']:>8.3f}{loops:>7}{ratio}"
+                return f"{r['bpw']:>11.3f}{r['kld']['mean']:>13.4f}{r['kld']['p99']:>8.3f}{loops:>7}{shown}"
 
             lines.append(f"{t:<9}" + "  ".join(cols(by.get((k, t)), k) for k in kinds))
     return "\n".join(lines)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The same rows as markdown tables, one per model, as docs/plan.md shows them: for every kind its bpw,
+    mean and p99 KLD, same-top-p and loops (✗ where the generation check fails the file), and for gl's plans
+    the ratio to the stock file."""
+    out = []
+    for model, kinds, types, by in by_model(rows):
+        head = ["stock type", "imatrix"]
+        for k in kinds:
+            head += [f"{k} bpw", f"{k} mean KLD", "p99", "same top", "loops"] + (["ratio"] if k != "stock" else [])
+        out += [f"#### {model}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in types:
+            s = by.get(("stock", t))
+            cells = [t, "yes" if any(by.get((k, t), {}).get("imatrix") for k in kinds) else "no"]
+            for k in kinds:
+                r = by.get((k, t))
+                if r is None:
+                    cells += [""] * (5 if k == "stock" else 6)
+                    continue
+                loops = "-" if r["loops"] is None else f"{r['loops']:.2f}"
+                cells += [f"{r['bpw']:.3f}", f"{r['kld']['mean']:.4f}", f"{r['kld']['p99']:.3f}",
+                          f"{100 * r['kld']['same_top_p']:.1f} %", loops + (" ✗" if collapsed(r) else "")]
+                if k != "stock":
+                    x = ratio(r, s)
+                    cells.append("" if x is None else f"{x:.2f}")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -229,6 +268,7 @@ def main(argv=None) -> int:
                          "rewritten after every candidate, so an interrupted run goes on from there")
     ap.add_argument("--plot", metavar="OUT.png", help="draw mean KLD against bpw (needs matplotlib: the bench extra)")
     ap.add_argument("--from-json", metavar="IN", help="print the table and draw the plot of rows measured before")
+    ap.add_argument("--markdown", action="store_true", help="print the tables as markdown (as docs/plan.md shows them)")
     a = ap.parse_args(argv)
     types = [t.strip().upper() for t in a.types.split(",")] if a.types else list(STOCK_TYPES)
     unknown = [t for t in types if t not in STOCK_TYPES]
@@ -239,7 +279,7 @@ def main(argv=None) -> int:
         rows = load_rows(a.from_json)
     else:
         rows = run(a.model or list(MODELS), types, kinds, a.chunks, a.json_out)
-    print(table(rows))
+    print(markdown(rows) if a.markdown else table(rows))
     if a.plot:
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(rows, a.plot)

@@ -48,6 +48,25 @@ def test_measured_plans_get_their_own_columns_and_ratio(tmp_path):
     assert q2[-1] == "0.40" and q2[9] == "0.50"
     assert q6[-1] == "1.00" and len(q6) == 1 + 4 + 4 + 1  # no budget row at Q6_K: its columns stay empty
 
+def test_markdown_tables_in_order_of_size(tmp_path):
+    """--markdown prints the tables docs/plan.md shows: rows in order of the stock file's size whatever
+    the rows file's order, the failing generation check marked, and the ratio to stock."""
+    rows = [_row("stock", "Q4_K_M", 5.0, 0.004), _row("budget", "Q4_K_M", 4.99, 0.012),
+            _row("stock", "Q2_K", 3.36, 0.30, ["generation-collapse"]), _row("budget", "Q2_K", 3.35, 0.15)]
+    src = tmp_path / "rows.json"
+    src.write_text(json.dumps(rows))
+    r = subprocess.run([sys.executable, BENCH, "--from-json", src, "--markdown"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "#### qwen2.5-coder-1.5b"
+    assert lines[2].startswith("| stock type | imatrix | stock bpw | stock mean KLD |") and lines[2].endswith("| ratio |")
+    body = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[4:6]]
+    assert [b[0] for b in body] == ["Q2_K", "Q4_K_M"]
+    assert body[0][6] == "0.50 ✗" and body[0][-1] == "0.50" and body[1][-1] == "3.00"
+    assert body[0][5] == "80.0 %" and len(body[0]) == len(lines[2].strip("|").split("|"))
+
+
 @pytest.mark.slow
 def test_the_rows_file_resumes_and_keeps_other_rows(tmp_path, gemma_f16):
     """A run measures what its rows file lacks, rewrites the file with the other rows kept, and a second

@@ -108,8 +108,15 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
     assert code == 0, err
     assert "errors measured on this model's weights (128 rows per tensor, no imatrix) by gl-quant-error" in out
     assert "chosen: stock (estimated error: budget " in out and f"stock Q4_K_M at {round(stock.bpw, 4)} bpw" in out
-    line = next(x for x in out.splitlines() if x.split()[:1] == ["output"] and "role prior" in x).split()
-    assert line[1:3] == ["1", stock.tensor("output.weight").type] and line[4:7] == ["measured", "8", "role"]
+    from gl_plugins.plan.sensitivity import Sensitivities
+
+    weights = Sensitivities(load_facts(ex_q4_k_m))
+    out_w = weights.weight("output.weight")
+    assert out_w.fitted  # both sample models measured their output
+    assert f"weights: KLD per unit of relative error, {weights.source} (python bench/sensitivity.py" in out
+    line = next(x for x in out.splitlines() if x.split()[:1] == ["output"]).split()
+    assert line[1:3] == ["1", stock.tensor("output.weight").type]
+    assert line[4:7] == ["measured", f"{out_w.value:.3g}", "fitted"]
 
     code, out, err = gl(*args, "--json", env=env)
     assert code == 0, err
@@ -122,8 +129,11 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
         assert set(r) == {"class", "tensors", "types", "error", "error_source", "weights", "weight_source",
                           "weighted_error", "bytes", "in_budget"}
         assert (r["types"], r["bytes"]) == (by_class[name]["types"], by_class[name]["bytes"])
-        assert r["weight_source"] == "role prior" and r["error_source"] == "measured"
-    assert rows["output"]["weights"] == [8.0] and rows["ffn_down"]["weights"] == [2.0, 3.0]  # layer 1: an edge
+        assert r["weight_source"] == "fitted" and r["error_source"] == "measured"
+    assert rows["output"]["weights"] == [pytest.approx(out_w.value, rel=1e-3)]
+    assert rows["ffn_down"]["weights"] == pytest.approx(
+        sorted({weights.weight(f"blk.{i}.ffn_down.weight").value for i in (0, 1)}), rel=1e-3)
+    assert explain["weights"]["fitted"] == weights.source
     assert sum(r["weighted_error"] for r in rows.values()) == pytest.approx(doc["params"]["stock_estimated_error"],
                                                                             rel=1e-3)
 

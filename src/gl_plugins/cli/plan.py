@@ -147,19 +147,24 @@ def _print_explain(params) -> None:
         echo(f"errors measured on this model's weights ({doc['rows']} rows per tensor, {imx}) by {doc['measured_by']}")
     else:
         echo("errors from gl's table (Gaussian weights, bench/quant_error.py)")
+    about = doc.get("weights") or {}
+    if about.get("fitted"):
+        echo(f"weights: {about['weights']}, {about['fitted']} ({about['fitted_by'] or 'bench/sensitivity.py'}); "
+             f"groups never measured: role prior x {about['prior_scale']:.3g}")
     if params.get("chosen"):
         stock = (f"stock {params['stock_type']} at {params['stock_bpw']} bpw: {params['stock_estimated_error']}"
                  if params.get("stock_type") else "no stock type fits the target with measured errors")
         echo(f"chosen: {params['chosen']} (estimated error: budget {params['budget_estimated_error']}, {stock})")
-    echo(f"  {'class':<20}{'tensors':>8}  {'types':<26}{'error':>9}  {'from':<9}{'weight':>11}  "
-         f"{'weight from':<12}{'weight x error':>15}{'MiB':>9}")
+    echo(f"  {'class':<20}{'tensors':>8}  {'types':<26}{'error':>9}  {'from':<9}{'weight':>20}  "
+         f"{'weight from':<20}{'weight x error':>15}{'MiB':>9}")
     for r in doc["classes"]:
         types = ", ".join(f"{t}x{n}" if len(r["types"]) > 1 else t for t, n in r["types"].items())
         err = f"{r['error']:.2e}" if r["error"] is not None else "-"
-        weight = "/".join(f"{w:g}" for w in r["weights"])
+        weight = "/".join(f"{w:.3g}" for w in r["weights"]) if len(r["weights"]) <= 3 \
+            else f"{min(r['weights']):.3g}-{max(r['weights']):.3g}"
         note = "" if r["in_budget"] else "  (outside the budget: --embedding-type)"
-        echo(f"  {r['class']:<20}{r['tensors']:>8}  {types:<26}{err:>9}  {r['error_source']:<9}{weight:>11}  "
-             f"{r['weight_source']:<12}{r['weighted_error']:>15.3e}{r['bytes'] / MIB:>9.2f}{note}")
+        echo(f"  {r['class']:<20}{r['tensors']:>8}  {types:<26}{err:>9}  {r['error_source']:<9}{weight:>20}  "
+             f"{r['weight_source']:<20}{r['weighted_error']:>15.3e}{r['bytes'] / MIB:>9.2f}{note}")
 
 
 _MAKE_PARAMS = [

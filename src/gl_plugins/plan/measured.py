@@ -256,10 +256,11 @@ def _append(path: Path, record: dict) -> None:
 # ---------------------------------------------------------------- measuring
 
 def measure_errors(model, imatrix=None, types=None, rows: int = DEFAULT_ROWS, threads: int | None = None,
-                   echo=None, progress: bool = True) -> ErrorTable:
+                   echo=None, progress: bool = True, cached_only: bool = False, facts=None) -> ErrorTable | None:
     """The relative error of every quantizable tensor of ``model`` (a GGUF, or pkg:NAME) in each of ``types``
     (default: the budget recipe's candidates), measured by ggml on ``rows`` sampled rows per tensor,
-    imatrix-weighted with ``imatrix``. Cached; see the module docstring."""
+    imatrix-weighted with ``imatrix``. Cached; see the module docstring. With ``cached_only`` nothing is
+    measured: None when the cache lacks a figure. ``facts``: the model's, when the caller has read them."""
     from gl_plugins.atomic import atomic_write
     from gl_plugins.digests import digest
     from gl_plugins.facts import facts_from_gguf
@@ -276,7 +277,7 @@ def measure_errors(model, imatrix=None, types=None, rows: int = DEFAULT_ROWS, th
     model = local_model(model)
     if not model.is_file():
         raise InputError(model, "file not found" if not model.exists() else "is not a file")
-    facts = facts_from_gguf(model)
+    facts = facts or facts_from_gguf(model)
     parts = split_parts(model)
     part_of = {t.name: parts[t.part] for t in read_header(model).tensors} if len(parts) > 1 \
         else {t.name: parts[0] for t in facts.tensors}
@@ -322,6 +323,8 @@ def measure_errors(model, imatrix=None, types=None, rows: int = DEFAULT_ROWS, th
         table.tensors[t.name] = te
         if todo:
             jobs.append((t, todo))
+    if jobs and cached_only:
+        return None
     if jobs:
         n_threads = threads or default_threads()
         say(f"measuring {len(jobs)} of {len(table.tensors)} tensors of {model.name} in {len(type_list)} types "

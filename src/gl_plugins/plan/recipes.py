@@ -338,11 +338,20 @@ def error_model(table, covered):
     return measured
 
 
-def _options_for(facts, t, cands, covered, err) -> list[tuple[int, float, str]]:
+def weights_for(facts, measured: bool):
+    """The tensor weights ``s(t)`` (``.weight(name) -> Weight``, ``.describe()``): with measured errors the
+    sensitivities fitted on gl's sample models (:mod:`gl_plugins.plan.sensitivity`, role priors only for
+    groups never measured); with the Gaussian table the role priors, in the table's units."""
+    from gl_plugins.plan.sensitivity import Priors, Sensitivities
+
+    return Sensitivities(facts) if measured else Priors(facts)
+
+
+def _options_for(facts, t, cands, covered, err, weigh) -> list[tuple[int, float, str]]:
     """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first."""
     exempt = t.name in EMBEDDINGS or t.name == OUTPUT
     use_imx = covered is not None and t.name in covered
-    s = sensitivity(facts, t.name)
+    s = weigh(t.name).value
     out = []
     for c in cands:
         if t.shape[0] % TYPES_BY_NAME[c].block_size:
@@ -376,13 +385,15 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
     n_counted = sum(t.n_elements for t in facts.tensors if t.name not in excluded)
     budget = target_bpw * n_counted / 8 - fixed_bytes
     err = error_model(table, covered)
+    weights = weights_for(facts, table is not None)
+    weigh = weights.weight
     choice = Choice()
     free = []
     for t in tensors:
         if t.name in excluded:
             choice.set(t, emb_type)
         else:
-            opts = _options_for(facts, t, cands, covered, err)
+            opts = _options_for(facts, t, cands, covered, err, weigh)
             if not opts:
                 raise GLError(f"budget: no candidate type fits {t.name} (row length {t.shape[0]})")
             free.append((t, opts))
@@ -396,7 +407,7 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
     if table is not None:
         if within is None:
             within = list(_stock_within(facts, target_bpw, excluded, imatrix_path))
-        stock = _stock_candidate(facts, within, [t for t, _ in free], err)
+        stock = _stock_candidate(within, [t for t, _ in free], err, weigh)
         won = stock is not None and stock["error"] < est
         params.update({"chosen": "stock" if won else "budget", "budget_estimated_error": _sig(est),
                        "stock_type": stock and stock["type"], "stock_bpw": stock and round(stock["bpw"], 4),
@@ -407,7 +418,7 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
     for t in tensors:
         if t.name not in excluded:
             choice.set(t, types[t.name])
-    params["explain"] = explanation(facts, tensors, choice.types, err, excluded, table)
+    params["explain"] = explanation(tensors, choice.types, err, weights, excluded, table)
     return build_plan(facts, choice, recipe="budget", params=params, imatrix=bool(imatrix_path))
 
 
@@ -441,7 +452,7 @@ def _stock_within(facts, target_bpw, excluded, imatrix_path):
     return (m for m in stock_mixtures(facts, imatrix_path, excluded) if m[1] <= target_bpw)
 
 
-def _stock_candidate(facts, within, free, err) -> dict | None:
+def _stock_candidate(within, free, err, weigh) -> dict | None:
     """The first of the stock mixtures ``within`` (largest first) whose every type of the ``free``
     tensors has an error figure: its type, bpw, per-tensor types and estimated error (None: no stock
     type qualifies)."""
@@ -449,23 +460,26 @@ def _stock_candidate(facts, within, free, err) -> dict | None:
         errs = [err(t, types[t.name]) for t in free]
         if all(e is not None for e in errs):
             return {"type": ftype, "bpw": bpw, "types": types,
-                    "error": sum(sensitivity(facts, t.name) * e for t, e in zip(free, errs))}
+                    "error": sum(weigh(t.name).value * e for t, e in zip(free, errs))}
     return None
 
 
-def explanation(facts, tensors, types, err, excluded, table) -> dict:
+def explanation(tensors, types, err, weights, excluded, table) -> dict:
     """Per tensor class (role): the types chosen (with counts), their mean relative error and where it
     comes from, the weights used and what they are, the weighted error and the bytes spent."""
     rows: dict[str, dict] = {}
     for t in tensors:
-        ty, s = types[t.name], sensitivity(facts, t.name)
+        ty, w = types[t.name], weights.weight(t.name)
+        s = w.value
         e = err(t, ty)
         r = rows.setdefault(role(t.name), {"class": role(t.name), "tensors": 0, "types": {}, "errors": [],
-                                            "weights": set(), "weighted_error": 0.0, "bytes": 0,
+                                            "weights": set(), "sources": [], "weighted_error": 0.0, "bytes": 0,
                                             "in_budget": t.name not in excluded})
         r["tensors"] += 1
         r["types"][ty] = r["types"].get(ty, 0) + 1
-        r["weights"].add(s)
+        r["weights"].add(_sig(s))
+        if w.kind not in r["sources"]:
+            r["sources"].append(w.kind)
         r["bytes"] += tensor_bytes(ty, t.shape)
         if e is not None:
             r["errors"].append(e)
@@ -473,10 +487,10 @@ def explanation(facts, tensors, types, err, excluded, table) -> dict:
     source = "measured" if table is not None else "table"
     out = [{"class": r["class"], "tensors": r["tensors"], "types": dict(sorted(r["types"].items())),
             "error": _sig(sum(r["errors"]) / len(r["errors"])) if r["errors"] else None,
-            "error_source": source, "weights": sorted(r["weights"]), "weight_source": "role prior",
+            "error_source": source, "weights": sorted(r["weights"]), "weight_source": "; ".join(r["sources"]),
             "weighted_error": _sig(r["weighted_error"]), "bytes": r["bytes"], "in_budget": r["in_budget"]}
            for r in sorted(rows.values(), key=lambda r: -r["bytes"])]
-    doc = {"errors": source, "classes": out}
+    doc = {"errors": source, "weights": weights.describe(), "classes": out}
     if table is not None:
         doc.update({"measured_by": table.helper, "rows": table.rows, "imatrix": table.imatrix,
                     "cache": str(table.cache)})

@@ -65,10 +65,12 @@ def settings(chunks: int, ctx: int) -> dict:
     return {"kld": {"chunks": chunks, "ctx": ctx}, "generation": dict(Generation.defaults)}
 
 
-def cache_key(base, plan, imatrix, chunks: int, ctx: int, imatrix_id: str | None = None) -> str:
+def cache_key(base, plan, imatrix, chunks: int, ctx: int, imatrix_id: str | None = None,
+              validators: tuple[str, ...] = VALIDATORS) -> str:
     """The candidate's identity. The imatrix counts by its sha256, or by ``imatrix_id`` when the
     caller names it by how it was made (bench/quality.py: gl's calibration imatrix of the base,
-    which is the same recipe on every machine, if not always the same bytes)."""
+    which is the same recipe on every machine, if not always the same bytes). ``validators`` other
+    than the full set (a KLD-only measurement) make another candidate."""
     from gl_plugins import __version__
     from gl_plugins.digests import digest
     from gl_plugins.toolchain.llama_eval import _version
@@ -80,6 +82,8 @@ def cache_key(base, plan, imatrix, chunks: int, ctx: int, imatrix_id: str | None
     parts = [digest(base)[0], plan_digest(plan), imatrix_id,
              settings(chunks, ctx), text_digest("evaluation"), __version__,
              _version(os.fspath(find_tool("llama-quantize")))]
+    if tuple(validators) != VALIDATORS:
+        parts.append(sorted(validators))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -89,8 +93,8 @@ def _cache_dir() -> Path:
     return cache_root() / "candidates"
 
 
-def cached(base, plan, imatrix, chunks: int, ctx: int) -> Outcome | None:
-    path = _cache_dir() / f"{cache_key(base, plan, imatrix, chunks, ctx)}.json"
+def cached(base, plan, imatrix, chunks: int, ctx: int, validators: tuple[str, ...] = VALIDATORS) -> Outcome | None:
+    path = _cache_dir() / f"{cache_key(base, plan, imatrix, chunks, ctx, validators=validators)}.json"
     try:
         return Outcome(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
@@ -98,19 +102,25 @@ def cached(base, plan, imatrix, chunks: int, ctx: int) -> Outcome | None:
 
 
 def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int = 512, keep: Path | None = None,
-            threads: int | None = None, allow_requantize: bool = False, echo=None) -> Outcome:
+            threads: int | None = None, allow_requantize: bool = False, echo=None,
+            validators: tuple[str, ...] = VALIDATORS) -> Outcome:
     """Quantize ``base`` with ``plan``, validate the file, and remember the outcome (see module doc).
 
     With ``keep`` the quantized file (and its provenance) is left there; otherwise it is removed.
     ``allow_requantize`` lets llama-quantize start from a base that is itself quantized.
+    ``validators`` narrows the checks (e.g. without "generation" when only the KLD is wanted: the
+    outcome's ``loops`` is then None).
     """
+    unknown = sorted(set(validators) - set(VALIDATORS))
+    if unknown:
+        raise ValueError(f"measure: unknown validators {unknown}; known: {', '.join(VALIDATORS)}")
     from gl_plugins.atomic import atomic_write
     from gl_plugins.digests import digest
     from gl_plugins.quantize.run import quantize
     from gl_plugins.validate.run import validate_file
 
-    key = cache_key(base, plan, imatrix, chunks, ctx)
-    hit = cached(base, plan, imatrix, chunks, ctx)
+    key = cache_key(base, plan, imatrix, chunks, ctx, validators=validators)
+    hit = cached(base, plan, imatrix, chunks, ctx, validators)
     if hit is not None:
         if keep is not None and not keep.exists():  # measured before: the file alone is made again
             quantize(base, keep, plan, imatrix=imatrix, threads=threads, progress=False, force=True,
@@ -122,7 +132,7 @@ def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int =
         out = keep or Path(tmp) / f"{key}.gguf"
         quantize(base, out, plan, imatrix=imatrix, threads=threads, progress=False, force=True,
                  allow_requantize=allow_requantize, echo=echo)
-        report = validate_file(out, base=base, only=VALIDATORS, options=settings(chunks, ctx))
+        report = validate_file(out, base=base, only=tuple(validators), options=settings(chunks, ctx))
         fig = report.figures
         outcome = Outcome(key=key, label=label, bpw=float(fig.get("bpw") or 0.0), bytes=out.stat().st_size,
                           kld=fig.get("kld") or {}, loops=fig.get("loop_share"),

@@ -43,7 +43,8 @@ def test_builtin_scores_are_reported_honestly(gl):
     assert rows["ffn-ratio"] == (4, 1, 0, 0)  # Qwen2.5-7B sits inside the band but worked
     assert rows["sliding-window"] == (3, 2, 0, 0)
     assert rows["combined"] == (4, 1, 0, 0)
-    assert set(rows) == {"ffn-ratio", "sliding-window", "kv-sharing", "shape-fallback", "combined"}
+    assert rows["quant-error"] == (0, 0, 5, 0)  # the lab's models are configs: no tensor data to measure
+    assert set(rows) == {"ffn-ratio", "sliding-window", "kv-sharing", "shape-fallback", "quant-error", "combined"}
 
     code, out, err = gl("predict", "--evidence", "builtin:lab", "--json", "--explain")
     assert code == 0, err

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "gl_plugins.predict.sliding_window",
     "gl_plugins.predict.kv_sharing",
     "gl_plugins.predict.shape_fallback",
+    "gl_plugins.predict.quant_error",
     "gl_plugins.plan.recipes",
     "gl_plugins.imatrix.coverage",
     "gl_plugins.validate.structure",

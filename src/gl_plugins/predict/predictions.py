@@ -29,6 +29,7 @@ class Prediction:
     confidence: float  # in [0, 1]: how likely the predictor thinks its verdict is right
     reasons: list[str] = field(default_factory=list)
     evidence: dict = field(default_factory=dict)  # the figures the verdict rests on
+    figures: dict = field(default_factory=dict)  # a predictor's headline numbers, always in --json (predicted_kld)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -40,7 +41,7 @@ class Prediction:
 
     def to_dict(self, with_evidence: bool = False) -> dict:
         d = {"predictor": self.predictor, "quant": self.quant, "verdict": self.verdict,
-             "confidence": round(float(self.confidence), 3), "reasons": list(self.reasons)}
+             "confidence": round(float(self.confidence), 3), "reasons": list(self.reasons), **self.figures}
         if with_evidence:
             d["evidence"] = self.evidence
         return d

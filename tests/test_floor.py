@@ -91,8 +91,8 @@ def test_the_budget_search_without_a_stock_curve_bisects():
     assert found.passed and found.target - 2.03 < 0.1 and len(s.targets) <= 9, s.targets
 
 
-def test_the_stock_ladder_is_bisected_and_the_floor_and_the_type_below_are_measured():
-    s = Measured(Gates(max_kld=0.3))
+def measured_ladder(s):
+    """14 stock types 0.25 bpw apart whose mean KLD is 10 ** (1.5 - bpw), and the names ``s`` measures."""
     ladder = [Candidate("stock", f"T{i}", plan=None, bpw=1.5 + 0.25 * i, bytes=0) for i in range(14)]
     seen = []
 
@@ -103,6 +103,12 @@ def test_the_stock_ladder_is_bisected_and_the_floor_and_the_type_below_are_measu
         return c
 
     s.run = run
+    return ladder, seen
+
+
+def test_the_stock_ladder_is_bisected_and_the_floor_and_the_type_below_are_measured():
+    s = Measured(Gates(max_kld=0.3))
+    ladder, seen = measured_ladder(s)
     found = s.stock_floor(ladder, walk=False)
     first = next(c for c in ladder if 10 ** (1.5 - c.bpw) <= 0.3)
     assert found is first and first.name in seen and len(seen) <= 4
@@ -111,6 +117,42 @@ def test_the_stock_ladder_is_bisected_and_the_floor_and_the_type_below_are_measu
     for c in ladder:
         c.outcome = None
     assert s.stock_floor(ladder, walk=True) is first and seen == [c.name for c in ladder[:ladder.index(first) + 1]]
+
+
+class Guided(Measured):
+    """--guide with an estimate that is ``factor`` times the measured mean KLD."""
+
+    def __init__(self, factor, gates=Gates()):
+        super().__init__(gates)
+        self.guide, self.factor = True, factor
+
+    def predict(self, c):
+        c.predicted = self.factor * 10 ** (1.5 - c.bpw)
+        return c.predicted
+
+    def budget_candidate(self, target):
+        return Candidate("budget", f"budget@{target:.2f}", plan=None, bpw=target - 0.02, bytes=0, target=target)
+
+
+@pytest.mark.parametrize("factor, most", [(1.0, 2), (1.3, 3), (0.7, 3)])
+def test_the_guided_stock_search_starts_at_the_estimated_floor_and_checks_the_type_below(factor, most):
+    s = Guided(factor, Gates(max_kld=0.3))
+    ladder, seen = measured_ladder(s)
+    found = s.stock_floor(ladder, walk=False)
+    first = next(c for c in ladder if 10 ** (1.5 - c.bpw) <= 0.3)
+    assert found is first and len(seen) <= most, seen
+    assert ladder[ladder.index(first) - 1].name in seen  # the type below was measured to fail
+    assert all(c.predicted is not None for c in ladder)
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.2, 0.8])
+def test_the_guided_budget_search_measures_around_the_estimated_crossing(factor):
+    s = Guided(factor)
+    start = s.guided_start(1.5, 5.0, 0.1)
+    found = s.budget_floor(1.5, 5.0, start=start, tolerance=0.1)
+    crossing = 1.5 - math.log10(0.3) + 0.02
+    assert found.passed and crossing <= found.target < crossing + 0.1
+    assert len(s.targets) <= (2 if factor == 1.0 else 4), s.targets
 
 
 # ------------------------------------------------------------------ bad input: one sentence, exit 2

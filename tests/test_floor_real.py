@@ -116,3 +116,20 @@ def test_a_gl_toml_floor_build_writes_the_floor_file(searched, gemma_f16, tmp_pa
     assert result.record["output"]["sha256"] and abs(result.resolution.bpw - smallest["bpw"]) < 0.01
     assert any(m.startswith("floor: kept ") for m in said)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gguf", "v.gguf.gl.json"]
+
+
+def test_guided_the_search_starts_at_the_estimates_and_still_measures_its_floor(searched, gl, gemma_f16):
+    """--guide estimates every stock candidate's mean KLD from measured tensor errors first; the floor it
+    reports is measured to pass, with the stock type below it measured to fail."""
+    code, out, err = gl("floor", gemma_f16, *ARGS, "--guide", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "floor: guide: predicted mean KLD: " in err
+    stock = doc["floor"]["stock"]
+    measured = [c for c in doc["candidates"] if c["kind"] == "stock" and "kld" in c]
+    assert all(c["predicted_kld"] > 0 for c in measured)
+    (floor_c,) = [c for c in measured if c["name"] == stock["type"]]
+    assert floor_c["verdict"] == "pass"
+    below = max((c for c in measured if c["bpw"] < stock["bpw"]), key=lambda c: c["bpw"])
+    assert below["verdict"] == "fail"
+    assert doc["floor"]["budget"] is not None and doc["floor"]["budget"]["kld_mean"] <= 0.3

@@ -37,6 +37,10 @@ def _kinds(ctx, param, value):
 @click.option("--tolerance", type=float, default=0.1, show_default=True,
               help="bpw between the budget floor and the largest failing budget target.")
 @click.option("--walk", is_flag=True, help="Measure every stock type from the smallest up instead of bisecting.")
+@click.option("--guide", is_flag=True,
+              help="Estimate every candidate's mean KLD first from errors ggml measures on MODEL's weights "
+                   "(as the quant-error predictor does; minutes once per model, cached) and measure the "
+                   "candidates around the estimated floor first.")
 @click.option("--budget-errors", type=click.Choice(["gaussian", "measured"]), default="gaussian", show_default=True,
               help="The budget recipe's errors (--errors): measured needs gl plan errors' measurement.")
 @click.option("--chunks", type=click.IntRange(1, 256), default=4, show_default=True,
@@ -52,8 +56,8 @@ def _kinds(ctx, param, value):
               help="Append one evidence line per measured candidate (read by gl predict --evidence).")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="llama-quantize threads.")
 @output_format()
-def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kinds, tolerance, walk, budget_errors,
-          chunks, allow_requantized, keep, force, report_dir, evidence, threads, fmt):
+def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kinds, tolerance, walk, guide,
+          budget_errors, chunks, allow_requantized, keep, force, report_dir, evidence, threads, fmt):
     """Find the smallest file of MODEL that still passes the gates.
 
     Each candidate is quantized from MODEL and measured against it: mean and
@@ -86,7 +90,8 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
         result = find_floor(model, imatrix=imatrix, calibrate=calibrate, gates=gates, low=bpw_range[0],
                             high=bpw_range[1], kinds=kinds, chunks=chunks, tolerance=tolerance, walk=walk,
                             allow_requantized=allow_requantized, budget_options=options,
-                            keep=Path(keep) if keep else None, force=force, threads=threads, echo=echo)
+                            keep=Path(keep) if keep else None, force=force, threads=threads, guide=guide,
+                            echo=echo)
     except NoFloor as e:  # what was measured is still reported and recorded; then exit 1
         missed, result = e, e.floor
     if evidence:
@@ -95,7 +100,7 @@ def floor(model, imatrix, calibrate, max_kld, max_p99, max_loops, bpw_range, kin
                *(["--calibrate"] if calibrate else []), "--max-kld", f"{max_kld:g}",
                *(["--max-p99", f"{max_p99:g}"] if max_p99 is not None else []), "--max-loops", f"{max_loops:g}",
                "--range", f"{bpw_range[0]:g}-{bpw_range[1]:g}", "--candidates", ",".join(kinds),
-               "--tolerance", f"{tolerance:g}", *(["--walk"] if walk else []),
+               "--tolerance", f"{tolerance:g}", *(["--walk"] if walk else []), *(["--guide"] if guide else []),
                *(["--budget-errors", budget_errors] if options else []), "--chunks", str(chunks),
                *(["--allow-requantized"] if allow_requantized else [])]
     report = write_report(result, report_dir, command) if report_dir else None

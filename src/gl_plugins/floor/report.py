@@ -22,7 +22,8 @@ def cells(c) -> tuple[str, ...]:
     nan = float("nan")
     return (f"{c.kind} {c.name}", f"{o.bpw:.3f}", f"{o.bytes / 2**20:.1f}", f"{k.get('mean', nan):.4f}",
             f"{k.get('p99', nan):.3f}", f"{100 * k.get('same_top_p', nan):.1f} %",
-            "-" if o.loops is None else f"{o.loops:.2f}", "pass" if c.passed else "fail: " + "; ".join(c.why))
+            "-" if o.loops is None else f"{o.loops:.2f}", ("pass" if c.passed else "fail: " + "; ".join(c.why))
+            + (f" (predicted KLD {c.predicted:.4f})" if c.predicted is not None else ""))
 
 
 def table(floor) -> str:

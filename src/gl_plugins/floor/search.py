@@ -115,6 +115,7 @@ class Candidate:
     outcome: object | None = None  # validate.candidates.Outcome once measured
     why: list[str] = field(default_factory=list)  # the gates it fails
     cached: bool = False
+    predicted: float | None = None  # --guide: the mean KLD the quant-error estimate gave before measuring
 
     @property
     def measured(self) -> bool:
@@ -148,6 +149,8 @@ class Candidate:
             d.update({"kld": o.kld, "loops": o.loops, "errors": o.errors, "seconds": o.seconds,
                       "cached": self.cached, "sha256": o.sha256})
         d["remedy"] = self.remedy
+        if self.predicted is not None:
+            d["predicted_kld"] = round(self.predicted, 6)
         return d
 
 
@@ -238,7 +241,7 @@ class _Search:
     """The state of one search: the model, the imatrix, and every candidate so far."""
 
     def __init__(self, model: Path, facts, imatrix, imx, gates: Gates, *, chunks: int, threads, requantize: bool,
-                 budget_options: dict, echo):
+                 budget_options: dict, echo, guide: bool = False):
         self.model, self.facts, self.imatrix, self.imx = model, facts, imatrix, imx
         self.gates, self.chunks, self.threads, self.requantize = gates, chunks, threads, requantize
         self.budget_options, self.echo = budget_options, echo
@@ -246,6 +249,8 @@ class _Search:
         self.by_digest: dict[str, Candidate] = {}
         self.spent: list[float] = []  # seconds of each candidate measured in this run
         self.expected = 0  # candidates the search expects to measure still (for the ETA)
+        self.guide = guide
+        self._errors = None  # --guide: the model's measured tensor errors
 
     # ------------------------------------------------------------------ candidates
 
@@ -308,6 +313,25 @@ class _Search:
                   f"KLD {k.get('mean', float('nan')):.4f} p99 {k.get('p99', float('nan')):.3f} "
                   f"top {100 * k.get('same_top_p', float('nan')):.1f} %  loops {loops}  {verdict}  ({when}{eta})")
 
+    # ------------------------------------------------------------------ the guide
+
+    def predict(self, c: Candidate) -> float | None:
+        """--guide: ``c``'s mean KLD estimated from the tensor errors ggml measures on the model (measured
+        once, cached) and the fitted sensitivities, as the quant-error predictor does; nothing is quantized."""
+        from gl_plugins.model.tensors import quantizable
+        from gl_plugins.plan.measured import measure_errors
+        from gl_plugins.plan.resolve import resolve
+        from gl_plugins.plan.sensitivity import Sensitivities, estimate
+
+        if self._errors is None:
+            self._errors = (measure_errors(self.model, imatrix=self.imatrix, threads=self.threads, facts=self.facts,
+                                           echo=lambda m: self.echo(f"floor: guide: {m}")),
+                            Sensitivities(self.facts), quantizable(self.facts))
+        table, weights, tensors = self._errors
+        types = {a.name: a.type for a in resolve(c.plan, self.facts).assignments}
+        c.predicted, _ = estimate(weights, table, tensors, types)
+        return c.predicted
+
     # ------------------------------------------------------------------ stock
 
     def ladder(self, low: float, high: float) -> list[Candidate]:
@@ -336,35 +360,75 @@ class _Search:
                     return c
             return None
         lo, hi = 0, len(ladder)  # the first passing index lies in [lo, hi]; hi == len: none found yet
+        probe = (lo + hi) // 2
+        if self.guide:  # start where the estimates cross the gate, then check the type on the other side
+            pred = [self.predict(c) for c in ladder]
+            shown = ", ".join(f"{c.name} {p:.3g}" for c, p in zip(ladder, pred) if p is not None)
+            self.echo(f"floor: guide: predicted mean KLD: {shown}")
+            probe = next((i for i, p in enumerate(pred) if p is not None and p <= self.gates.max_kld),
+                         len(ladder) - 1)
+        first = True
         while lo < hi:
             self.expected = max(1, math.ceil(math.log2(hi - lo + 1))) - 1
-            mid = (lo + hi) // 2
-            if self.run(ladder[mid]).passed:
-                hi = mid
+            if self.run(ladder[probe]).passed:
+                hi = probe
             else:
-                lo = mid + 1
+                lo = probe + 1
+            if self.guide and first:
+                probe = hi - 1 if hi == probe else lo  # passed: the type below; failed: the type above
+                first = False
+            else:
+                probe = (lo + hi) // 2
+            probe = min(max(probe, lo), max(hi - 1, lo))
         return ladder[hi] if hi < len(ladder) else None
 
     # ------------------------------------------------------------------ budget
 
-    def budget(self, target: float) -> Candidate:
+    def budget_candidate(self, target: float) -> Candidate:
         from gl_plugins.plan.sources import plan_from_recipe
 
         plan = plan_from_recipe(self.facts, "budget", {**self.budget_options, "target_bpw": target},
                                 imatrix=self.imatrix)
-        return self.run(self.prepare("budget", f"budget@{target:.2f}", plan, target=target))
+        return self.prepare("budget", f"budget@{target:.2f}", plan, target=target)
+
+    def budget(self, target: float) -> Candidate:
+        c = self.budget_candidate(target)
+        if self.guide:
+            self.predict(c)
+        return self.run(c)
+
+    def guided_start(self, low: float, high: float, tolerance: float) -> float:
+        """--guide: the smallest budget target whose estimated mean KLD is within the gate (bisected on
+        the estimates to half the tolerance; nothing is quantized), or ``high``."""
+        lo, hi = low, high
+        if (self.predict(self.budget_candidate(hi)) or math.inf) > self.gates.max_kld:
+            return high
+        while hi - lo > tolerance / 2:
+            mid = round((lo + hi) / 2, 3)
+            if (self.predict(self.budget_candidate(mid)) or math.inf) <= self.gates.max_kld:
+                hi = mid
+            else:
+                lo = mid
+        t = round(hi, 2)
+        self.echo(f"floor: guide: budget predicted to cross the gate at {t:.2f} bpw")
+        return t
 
     def budget_floor(self, low: float, high: float, start: float, tolerance: float) -> Candidate | None:
         """The smallest passing budget target, to within ``tolerance`` bpw (see the module doc)."""
         self.expected = max(1, math.ceil(math.log2(max(start - low, tolerance) / tolerance)))
         best = self.budget(start)
+        failing = None  # None: the bottom of the range, not measured
+        if not best.passed and self.guide and start + tolerance < high:
+            failing, best = best, self.budget(round(start + tolerance, 2))  # the estimate's other side
         if not best.passed and start < high:
-            best = self.budget(high)
+            failing, best = best, self.budget(high)
         if not best.passed:
             return None
-        passing, failing = best, None  # failing None: the bottom of the range, not measured
-        check = False  # the last probe was interpolated: check it from the other side next
-        last = None
+        passing = best
+        if failing is not None and failing.target >= passing.target:
+            failing = None
+        check = self.guide  # the last probe was interpolated (or guessed): check it from the other side next
+        last = best if self.guide else None
         while passing.target - (failing.target if failing else low) > tolerance:
             f = failing.target if failing else low
             p = passing.target
@@ -428,12 +492,14 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
                low: float = DEFAULT_RANGE[0], high: float = DEFAULT_RANGE[1], kinds=KINDS, chunks: int = 4,
                tolerance: float = DEFAULT_TOLERANCE, walk: bool = False, allow_requantized: bool = False,
                budget_options: dict | None = None, keep: Path | None = None, force: bool = False,
-               threads: int | None = None, echo=print) -> Floor:
+               threads: int | None = None, guide: bool = False, echo=print) -> Floor:
     """Search the smallest file of ``model`` that passes ``gates`` (see the module docstring).
 
     ``model`` is a full-precision GGUF or ``pkg:NAME``; ``imatrix`` a file, or ``calibrate`` to
     make one from gl's calibration text. With ``keep`` the smallest passing file is written
-    there (with its provenance). Raises :class:`NoFloor` (exit 1) when nothing passes, with the
+    there (with its provenance). With ``guide`` every candidate's mean KLD is estimated first (from
+    errors measured on the model's weights, see :meth:`_Search.predict`) and the search measures the
+    candidates around the estimated floor first. Raises :class:`NoFloor` (exit 1) when nothing passes, with the
     best candidate measured; GLError (exit 2) on bad input.
     """
     from gl_plugins.facts import facts_from_gguf
@@ -471,7 +537,7 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
         imatrix = make(model, threads=threads, echo=lambda m: echo(f"floor: {m}"))
         imx = check_imatrix(imatrix, facts)
     search = _Search(model, facts, imatrix, imx, gates, chunks=chunks, threads=threads, requantize=requantize,
-                     budget_options=budget_options or {}, echo=echo)
+                     budget_options=budget_options or {}, echo=echo, guide=guide)
     ladder = search.ladder(low, high) if "stock" in kinds else []
     n_weights = sum(t.n_elements for t in facts.tensors)
     largest = max([c.bytes for c in ladder] + [int(high * n_weights / 8)])
@@ -490,6 +556,8 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
     budget = None
     if "budget" in kinds:
         start = stock.outcome.bpw if stock is not None else high  # budget at exactly the stock floor's size
+        if guide:
+            start = search.guided_start(low, min(start, high), tolerance)
         budget = search.budget_floor(low, high, min(max(start, low + tolerance), high), tolerance)
     considered = {id(c) for c in search.candidates}
     search.candidates.extend(c for c in ladder if id(c) not in considered)

@@ -39,7 +39,7 @@ from gl_plugins.facts import facts_from_gguf  # noqa: E402
 from gl_plugins.model.tensors import quantizable  # noqa: E402
 from gl_plugins.plan.measured import measure_errors  # noqa: E402
 from gl_plugins.plan.resolve import resolve  # noqa: E402
-from gl_plugins.plan.sensitivity import Sensitivities, estimate  # noqa: E402
+from gl_plugins.plan.sensitivity import Sensitivities, estimate_plan  # noqa: E402
 from gl_plugins.predict.quant_error import ACCURACY, BAND, DEFAULT_GATE, verdict_for  # noqa: E402
 from gl_plugins.predict.evidence import predicted_outcome  # noqa: E402
 
@@ -65,8 +65,8 @@ def spearman(a, b) -> float:
 def predict_rows(model: str, rows: list[dict]) -> list[dict]:
     base, cands = candidates(model, sorted({r["type"] for r in rows if r["model"] == model}), ("stock", "budget"))
     facts = facts_from_gguf(base)
-    tensors = quantizable(facts)
     weights = Sensitivities(facts)
+    names = {t.name for t in quantizable(facts)}
     by_key = {r["key"]: r for r in rows if r["model"] == model}
     tables: dict = {}
     out = []
@@ -74,13 +74,12 @@ def predict_rows(model: str, rows: list[dict]) -> list[dict]:
         row = by_key.get(row_key(base, plan, imx, 4))
         if row is None:
             continue
-        types = {a.name: a.type for a in resolve(plan, facts).assignments}
-        needed = sorted({types[x.name] for x in tensors})
+        needed = sorted({a.type for a in resolve(plan, facts).assignments if a.name in names})
         k = (str(imx), tuple(needed))
         if k not in tables:
             tables[k] = measure_errors(base, imatrix=imx, types=needed, facts=facts,
                                        echo=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
-        est, missing = estimate(weights, tables[k], tensors, types)
+        est, missing = estimate_plan(weights, tables[k], facts, plan)
         if est is None:
             print(f"{model} {kind} {t}: no error figure for {len(missing)} tensors; left out", file=sys.stderr)
             continue

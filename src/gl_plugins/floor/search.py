@@ -318,18 +318,15 @@ class _Search:
     def predict(self, c: Candidate) -> float | None:
         """--guide: ``c``'s mean KLD estimated from the tensor errors ggml measures on the model (measured
         once, cached) and the fitted sensitivities, as the quant-error predictor does; nothing is quantized."""
-        from gl_plugins.model.tensors import quantizable
         from gl_plugins.plan.measured import measure_errors
-        from gl_plugins.plan.resolve import resolve
-        from gl_plugins.plan.sensitivity import Sensitivities, estimate
+        from gl_plugins.plan.sensitivity import Sensitivities, estimate_plan
 
         if self._errors is None:
             self._errors = (measure_errors(self.model, imatrix=self.imatrix, threads=self.threads, facts=self.facts,
                                            echo=lambda m: self.echo(f"floor: guide: {m}")),
-                            Sensitivities(self.facts), quantizable(self.facts))
-        table, weights, tensors = self._errors
-        types = {a.name: a.type for a in resolve(c.plan, self.facts).assignments}
-        c.predicted, _ = estimate(weights, table, tensors, types)
+                            Sensitivities(self.facts))
+        table, weights = self._errors
+        c.predicted, _ = estimate_plan(weights, table, self.facts, c.plan)
         return c.predicted
 
     # ------------------------------------------------------------------ stock

@@ -170,3 +170,13 @@ def estimate(weights, table, tensors, types: dict[str, str]) -> tuple[float | No
             continue
         total += weights.weight(t.name).value * e
     return (None if missing else total), missing
+
+
+def estimate_plan(weights, table, facts, plan) -> tuple[float | None, list[str]]:
+    """:func:`estimate` of the file ``plan`` makes of the model ``facts`` (the types llama-quantize
+    gives each tensor, as :func:`gl_plugins.plan.resolve.resolve` replays them)."""
+    from gl_plugins.model.tensors import quantizable
+    from gl_plugins.plan.resolve import resolve
+
+    types = {a.name: a.type for a in resolve(plan, facts).assignments}
+    return estimate(weights, table, quantizable(facts), types)

@@ -72,7 +72,7 @@ def predicted_kld(model, quant: str, imatrix=None, measure: bool = True, echo=No
     from gl_plugins.model.tensors import quantizable
     from gl_plugins.plan.measured import measure_errors
     from gl_plugins.plan.resolve import resolve, stock_plan
-    from gl_plugins.plan.sensitivity import Sensitivities, estimate
+    from gl_plugins.plan.sensitivity import Sensitivities, estimate_plan
     from gl_plugins.predict.shape_fallback import needs_imatrix
     from gl_plugins.toolchain.samples import local_model
 
@@ -81,7 +81,8 @@ def predicted_kld(model, quant: str, imatrix=None, measure: bool = True, echo=No
     facts = _facts(os.fspath(path), st.st_size, st.st_mtime)
     if needs_imatrix(quant) and imatrix is None:
         raise GLError(f"llama-quantize makes {quant} only with an imatrix; give --imatrix FILE (or 'gl')")
-    res = resolve(stock_plan(quant, imatrix=imatrix is not None), facts)
+    plan = stock_plan(quant, imatrix=imatrix is not None)
+    res = resolve(plan, facts)
     types = {a.name: a.type for a in res.assignments}
     tensors = quantizable(facts)
     wanted = sorted({types[t.name] for t in tensors})
@@ -90,7 +91,7 @@ def predicted_kld(model, quant: str, imatrix=None, measure: bool = True, echo=No
         raise GLError(f"{path.name}: its tensor errors are not measured yet; give --measure-errors "
                       f"(minutes the first time, cached after)")
     weights = Sensitivities(facts)
-    est, missing = estimate(weights, table, tensors, types)
+    est, missing = estimate_plan(weights, table, facts, plan)
     if est is None:
         raise GLError(f"ggml measured no error for {len(missing)} tensors in their {quant} types "
                       f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")

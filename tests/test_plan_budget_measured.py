@@ -114,7 +114,7 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
     out_w = weights.weight("output.weight")
     assert out_w.fitted  # both sample models measured their output
     assert f"weights: KLD per unit of relative error, {weights.source} (python bench/sensitivity.py" in out
-    line = next(x for x in out.splitlines() if x.split()[:1] == ["output"]).split()
+    line = next(x for x in out.splitlines() if x.split()[:1] == ["output"] and "fitted" in x).split()
     assert line[1:3] == ["1", stock.tensor("output.weight").type]
     assert line[4:7] == ["measured", f"{out_w.value:.3g}", "fitted"]
 

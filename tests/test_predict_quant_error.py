@@ -34,8 +34,10 @@ def test_real_gemma_predicted_kld_orders_the_types_and_prints_its_accuracy(gl, g
     assert code == 0, err
     got = {e["quant"]: e for e in json.loads(out) if e["predictor"] == "quant-error"}
     kld = {q: got[q]["predicted_kld"] for q in got}
-    assert 0 < kld["Q8_0"] < kld["Q4_K_M"] < kld["Q2_K"]
-    assert kld["Q8_0"] < 0.01 and got["Q8_0"]["verdict"] == "ok"
+    # near the base the estimate is coarse (requantizing the dequantized Q4_K_M grid measures almost no
+    # error, docs/predict.md), so only the far end is ordered
+    assert 0 < max(kld["Q8_0"], kld["Q4_K_M"]) < 0.01 < 0.1 < kld["Q2_K"]
+    assert got["Q8_0"]["verdict"] == got["Q4_K_M"]["verdict"] == "ok" and got["Q2_K"]["verdict"] != "ok"
     reasons = " ".join(got["Q2_K"]["reasons"])
     assert "frontier files of gemma3-270m, qwen2.5-coder-1.5b" in reasons and "Spearman" in reasons
     assert "weights fitted (fitted on gemma3-270m)" in reasons and "judges the KLD only" in reasons

@@ -112,3 +112,37 @@ def test_the_shipped_weights_cover_every_group_of_both_sample_models():
             assert row["kld"] == pytest.approx(m["reference_kld"] + row["delta_kld"], abs=1e-5)
             assert 0 < row["reference_error"] < row["delta_error"]
     json.dumps(doc)
+
+
+def test_a_tensor_whose_importance_sits_on_a_few_columns_is_given_its_unweighted_error_at_the_models_ratio():
+    """Qwen's early ffn_down: the imatrix-weighted error is 100-400x below the unweighted one in every type,
+    which would make Q2_K look free there. Such a tensor gets its unweighted error x the median
+    weighted/unweighted ratio of the other tensors; the others keep their weighted error."""
+    from gl_plugins.plan.measured import CONCENTRATED
+
+    table = ErrorTable("m", "imatrix.gguf", ["Q2_K", "Q4_K"], 128, "helper", DATA, {})
+    ratios = {"blk.0.ffn_down.weight": 0.5, "blk.0.ffn_up.weight": 0.7, "blk.1.ffn_up.weight": 0.9,
+              "blk.1.ffn_down.weight": 0.004}
+    for name, r in ratios.items():
+        te = TensorErrors(name, (256, 256), "F16", 128, 256, True)
+        te.errors["Q2_K"] = Figures(0.08 * r, 1.0, 0.08, 1.0)
+        te.errors["Q4_K"] = Figures(0.004 * r, 1.0, 0.004, 1.0)
+        table.tensors[name] = te
+    assert table.concentrated == {"blk.1.ffn_down.weight"}
+    assert 0.004 < CONCENTRATED < 0.5
+    median = 0.6  # of 0.5, 0.7, 0.9 and 0.004
+    assert table.error("blk.1.ffn_down.weight", "Q2_K") == pytest.approx(0.08 * median)
+    assert table.error("blk.1.ffn_down.weight", "Q4_K") == pytest.approx(0.004 * median)
+    assert table.error("blk.0.ffn_up.weight", "Q2_K") == pytest.approx(0.08 * 0.7)
+    assert table.classes()["ffn_down"]["errors"]["Q2_K"] == pytest.approx((0.08 * 0.5 + 0.08 * median) / 2)
+    assert table.to_dict()["concentrated"] == ["blk.1.ffn_down.weight"]
+
+
+def test_without_an_imatrix_no_tensor_counts_as_concentrated():
+    table = ErrorTable("m", None, ["Q2_K"], 128, "helper", DATA, {})
+    for name in ("blk.0.ffn_down.weight", "blk.1.ffn_down.weight"):
+        te = TensorErrors(name, (256, 256), "F16", 128, 256, False)
+        te.errors["Q2_K"] = Figures(0.08, 1.0, 0.08, 1.0)
+        table.tensors[name] = te
+    assert not table.concentrated
+    assert table.error("blk.0.ffn_down.weight", "Q2_K") == pytest.approx(0.08)

@@ -340,7 +340,7 @@ def _print_errors(table) -> None:
     import os
 
     from gl_plugins.ggml_types import get_type
-    from gl_plugins.plan.measured import REASONS
+    from gl_plugins.plan.measured import CONCENTRATED, REASONS
 
     echo = click.echo
     classes = table.classes()
@@ -374,3 +374,8 @@ def _print_errors(table) -> None:
             echo(f"  {ty} on {sum(where.values())} tensor(s) ({', '.join(where)}): {REASONS.get(why, why)}")
     for name, why in table.skipped_tensors.items():
         echo(f"not measured: {name}: {why}")
+    if table.concentrated:
+        echo("")
+        echo(f"importance on a few columns ({', '.join(sorted(table.concentrated))}): the weighted error is "
+             f"below {CONCENTRATED:g}x the unweighted one there, so these use the unweighted error x the "
+             f"model's median weighted/unweighted ratio per type")

@@ -331,11 +331,7 @@ def error_model(table, covered):
     if table is None:
         return lambda t, c: type_error(c, covered is not None and t.name in covered)
 
-    def measured(t, c):
-        te = table.tensors.get(t.name)
-        f = te.errors.get(c) if te else None
-        return f.relative if f else None
-    return measured
+    return lambda t, c: table.error(t.name, c) if t.name in table.tensors else None
 
 
 def weights_for(facts, measured: bool):

@@ -48,7 +48,7 @@ from gl_plugins.imatrix.calibrate import make as make_imatrix  # noqa: E402
 from gl_plugins.plan.resolve import resolve, stock_plan  # noqa: E402
 from gl_plugins.plan.sources import plan_from_recipe  # noqa: E402
 from gl_plugins.toolchain.samples import provision  # noqa: E402
-from gl_plugins.validate.candidates import COLLAPSE_CODES, cache_key, measure  # noqa: E402
+from gl_plugins.validate.candidates import COLLAPSE_CODES, RUN_FAILURES, cache_key, measure  # noqa: E402
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 STOCK_TYPES = ("Q2_K", "Q2_K_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K_S",
@@ -114,7 +114,8 @@ def run(models, types, kinds, chunks: int, json_out: str | None = None) -> list[
     candidate are taken as measured, and the file is rewritten (atomically) after every candidate, so
     an interrupted run keeps what it measured and the next one goes on from there."""
     kept = load_rows(json_out)
-    known = {r.get("key"): r for r in kept if r.get("key")}
+    # a row in which a llama.cpp run stopped (a timed-out generation) is measured again
+    known = {r.get("key"): r for r in kept if r.get("key") and not set(r.get("errors") or ()) & set(RUN_FAILURES)}
     out = []
     plans = [(m, *candidates(m, types, kinds)) for m in models]
     total = sum(len(rows) for _, _, rows in plans)
@@ -143,10 +144,17 @@ def run(models, types, kinds, chunks: int, json_out: str | None = None) -> list[
                         "collapses": o.collapsed,
                         "seconds_run": round(took, 1), "seconds": o.seconds, "key": key})
             if json_out:
-                mine = {r["key"] for r in out}
-                save(json_out, [r for r in kept if r.get("key") not in mine] + out)
+                save(json_out, merged(kept, out))
     print(f"\n{total} candidates in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     return out
+
+
+def merged(kept: list[dict], out: list[dict]) -> list[dict]:
+    """The rows file after a run: the earlier rows this run did not supersede, then this run's. A row
+    of the same model, kind and type as one of this run's (a plan that changed since, other chunks)
+    is superseded, so the file holds one row per candidate."""
+    mine = {r["key"] for r in out} | {(r["model"], r["kind"], r["type"]) for r in out}
+    return [r for r in kept if r.get("key") not in mine and (r.get("model"), r.get("kind"), r.get("type")) not in mine] + out
 
 
 def save(path: str, rows: list[dict]) -> None:

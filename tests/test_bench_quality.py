@@ -69,17 +69,19 @@ def test_markdown_tables_in_order_of_size(tmp_path):
 
 @pytest.mark.slow
 def test_the_rows_file_resumes_and_keeps_other_rows(tmp_path, gemma_f16):
-    """A run measures what its rows file lacks, rewrites the file with the other rows kept, and a second
-    run measures nothing; a file that is not rows is refused in one sentence."""
+    """A run measures what its rows file lacks, rewrites the file with the other rows kept (a row of the
+    same model, kind and type, from a plan since changed, is superseded), and a second run measures
+    nothing; a file that is not rows is refused in one sentence."""
     rows = tmp_path / "rows.json"
     other = _row("stock", "Q2_K", 3.36, 0.30) | {"key": "from-another-run"}
-    rows.write_text(json.dumps([other]))
+    stale = _row("stock", "Q8_0", 8.5, 0.002) | {"model": "gemma3-270m", "key": "an-older-plan"}
+    rows.write_text(json.dumps([other, stale]))
     cmd = [sys.executable, BENCH, "--model", "gemma3-270m", "--types", "Q8_0", "--kinds", "stock", "--chunks", "1",
            "--json", rows]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr
     got = json.loads(rows.read_text())
-    assert got[0] == other and len(got) == 2
+    assert got[0] == other and len(got) == 2 and "an-older-plan" not in {r["key"] for r in got}
     new = got[1]
     assert (new["model"], new["kind"], new["type"], new["imatrix"]) == ("gemma3-270m", "stock", "Q8_0", False)
     assert 8 < new["bpw"] < 9 and 0 <= new["kld"]["mean"] < 0.01 and new["loops"] is not None and new["key"]

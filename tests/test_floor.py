@@ -209,3 +209,25 @@ def test_keep_refuses_an_existing_file_and_a_missing_folder(gl, gemma_f16, tmp_p
     assert code == 2 and f"{there}: already exists; pass --force to replace it" in err and there.read_bytes() == b"mine"
     code, _, err = gl("floor", gemma_f16, "--keep", tmp_path / "no" / "x.gguf")
     assert code == 2 and f"{tmp_path / 'no'}: folder not found" in err
+
+
+def test_an_outcome_in_which_a_llama_cpp_run_stopped_is_not_remembered(synthetic_model, llama_bin, tmp_path,
+                                                                       monkeypatch):
+    """A generation that timed out on a busy machine says nothing lasting about the file: the next run
+    measures it again. A file that failed a check (a collapse) is remembered as failed."""
+    import json
+
+    from gl_plugins.plan.resolve import stock_plan
+    from gl_plugins.validate.candidates import RUN_FAILURES, _cache_dir, cache_key, cached
+
+    monkeypatch.setenv("GL_CACHE", str(tmp_path))
+    monkeypatch.setenv("GL_LLAMA_CPP", str(llama_bin))
+    plan = stock_plan("Q8_0")
+    path = _cache_dir() / f"{cache_key(synthetic_model, plan, None, 4, 512)}.json"
+    path.parent.mkdir(parents=True)
+    for errors, kept in ((["generation-collapse"], True), (["generation-failed"], False), ([], True)):
+        o = outcome(0.1, errors=errors)
+        path.write_text(json.dumps(o.to_dict()))
+        assert o.lasting is kept
+        assert (cached(synthetic_model, plan, None, 4, 512) == o) is kept
+    assert all(not outcome(0.1, errors=[code]).lasting for code in RUN_FAILURES)

@@ -7,7 +7,10 @@ cached under ``<cache>/candidates/`` by (base sha256, plan digest, imatrix
 sha256, evaluation settings, gl and llama.cpp versions), so a second run
 costs nothing, and a run that is interrupted loses only the candidate in
 flight: the quantized file is written through a temporary and removed
-afterwards unless it is to be kept. ``gl floor``, ``gl quantize --guard`` and
+afterwards unless it is to be kept. An outcome in which a llama.cpp run
+stopped (:data:`RUN_FAILURES`: a generation that timed out on a busy machine,
+a perplexity run that crashed) says nothing lasting about the file and is not
+cached: the next run measures it again. ``gl floor``, ``gl quantize --guard`` and
 ``bench/quality.py`` measure through here.
 """
 
@@ -24,6 +27,8 @@ from pathlib import Path
 VALIDATORS = ("structure", "plan-match", "bpw", "generation", "kld")
 # the generation validator's errors that fail a file: degenerate text on a prompt, or sentence loops on most
 COLLAPSE_CODES = ("generation-collapse", "generation-loop")
+# the validators' errors that say a llama.cpp run stopped, not what the file is
+RUN_FAILURES = ("generation-failed", "kld-failed", "perplexity-failed", "perplexity-base-failed", "validator-failed")
 
 
 @dataclass
@@ -39,6 +44,11 @@ class Outcome:
     errors: list[str] = field(default_factory=list)  # finding codes of severity error
     seconds: float = 0.0
     sha256: str = ""
+
+    @property
+    def lasting(self) -> bool:
+        """Whether the outcome says what the file is (every check ran), so it may be remembered."""
+        return not any(c in self.errors for c in RUN_FAILURES)
 
     @property
     def collapsed(self) -> bool:
@@ -96,9 +106,10 @@ def _cache_dir() -> Path:
 def cached(base, plan, imatrix, chunks: int, ctx: int, validators: tuple[str, ...] = VALIDATORS) -> Outcome | None:
     path = _cache_dir() / f"{cache_key(base, plan, imatrix, chunks, ctx, validators=validators)}.json"
     try:
-        return Outcome(**json.loads(path.read_text()))
+        hit = Outcome(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    return hit if hit.lasting else None  # one an earlier gl remembered although a run had stopped
 
 
 def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int = 512, keep: Path | None = None,
@@ -138,5 +149,6 @@ def measure(base, plan, *, label: str, imatrix=None, chunks: int = 4, ctx: int =
                           kld=fig.get("kld") or {}, loops=fig.get("loop_share"),
                           errors=sorted({f.code for f in report.findings if f.severity == "error"}),
                           seconds=round(time.monotonic() - t0, 1), sha256=digest(out)[0])
-    atomic_write(_cache_dir() / f"{key}.json", json.dumps(outcome.to_dict()), parents=True)
+    if outcome.lasting:
+        atomic_write(_cache_dir() / f"{key}.json", json.dumps(outcome.to_dict()), parents=True)
     return outcome

@@ -123,6 +123,7 @@ def test_explain_prints_per_class_types_error_weight_and_bytes(gl, env, ex_q4_k_
     doc = json.loads(out)
     explain = doc["explain"]
     assert explain == doc["params"]["explain"] and explain["errors"] == "measured"
+    assert explain["concentrated"] == [] and "importance on a few columns" not in out  # no imatrix: none
     rows = {r["class"]: r for r in explain["classes"]}
     by_class = {c["class"]: c for c in doc["classes"]}
     for name, r in rows.items():

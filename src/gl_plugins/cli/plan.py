@@ -145,6 +145,9 @@ def _print_explain(params) -> None:
     if doc["errors"] == "measured":
         imx = f"weighted by {doc['imatrix']}" if doc.get("imatrix") else "no imatrix"
         echo(f"errors measured on this model's weights ({doc['rows']} rows per tensor, {imx}) by {doc['measured_by']}")
+        if doc.get("concentrated"):
+            echo(f"importance on a few columns: {', '.join(doc['concentrated'])} (unweighted error x the model's "
+                 f"median weighted/unweighted ratio)")
     else:
         echo("errors from gl's table (Gaussian weights, bench/quant_error.py)")
     about = doc.get("weights") or {}

@@ -489,7 +489,8 @@ def explanation(tensors, types, err, weights, excluded, table) -> dict:
     doc = {"errors": source, "weights": weights.describe(), "classes": out}
     if table is not None:
         doc.update({"measured_by": table.helper, "rows": table.rows, "imatrix": table.imatrix,
-                    "cache": str(table.cache)})
+                    "cache": str(table.cache),
+                    "concentrated": sorted(t.name for t in tensors if t.name in table.concentrated)})
     return doc
 
 

@@ -88,7 +88,8 @@ def test_the_budget_search_starts_at_the_top_when_the_stock_floor_fails_it_and_g
 def test_the_budget_search_without_a_stock_curve_bisects():
     s = Measured()
     found = s.budget_floor(1.5, 5.0, start=5.0, tolerance=0.1)
-    assert found.passed and found.target - 2.03 < 0.1 and len(s.targets) <= 9, s.targets
+    crossing = 1.5 - math.log10(0.3) + 0.02
+    assert found.passed and crossing <= found.target < crossing + 0.1 and len(s.targets) <= 9, s.targets
 
 
 def measured_ladder(s):
@@ -153,6 +154,21 @@ def test_the_guided_budget_search_measures_around_the_estimated_crossing(factor)
     crossing = 1.5 - math.log10(0.3) + 0.02
     assert found.passed and crossing <= found.target < crossing + 0.1
     assert len(s.targets) <= (2 if factor == 1.0 else 4), s.targets
+
+
+def test_a_guided_start_that_fails_falls_back_to_the_stock_floors_size_before_the_top():
+    """An estimate that is too hopeful (half the measured KLD) fails at the start and one tolerance above
+    it; the next target is the stock floor's size, where a budget plan should pass too, not the top of
+    the range, and the crossing is interpolated from there."""
+    s = Guided(0.5)
+    start = s.guided_start(1.5, 5.0, 0.1)
+    found = s.budget_floor(1.5, 5.0, start=start, tolerance=0.1, stock_size=3.0)
+    crossing = 1.5 - math.log10(0.3) + 0.02
+    assert found.passed and crossing <= found.target < crossing + 0.1
+    assert s.targets[2] == 3.0 and max(s.targets) == 3.0 and len(s.targets) <= 5, s.targets
+    s = Guided(0.5, Gates(max_kld=1e-6))  # nothing passes: the stock floor's size, then the top, then give up
+    assert s.budget_floor(1.5, 5.0, start=2.0, tolerance=0.1, stock_size=3.0) is None
+    assert s.targets == [2.0, 2.1, 3.0, 5.0]
 
 
 # ------------------------------------------------------------------ bad input: one sentence, exit 2

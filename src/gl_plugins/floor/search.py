@@ -12,8 +12,11 @@ Candidates come from two places:
   floor's size (else the top of the range); then the target is interpolated, on the
   log of the mean KLD, between the largest failing and the smallest passing target
   measured so far (from the stock curve while there is only one), and each guess is
-  checked one ``tolerance`` below (or above). The search stops when the passing and
-  the failing target are within ``tolerance`` bpw.
+  checked one ``tolerance`` below (or above). With ``guide`` the first target is the
+  smallest whose estimated KLD passes, then one ``tolerance`` above it if that fails. A
+  first target that fails is followed by the stock floor's size, then the top of the
+  range. The search stops when the passing and the failing target are within
+  ``tolerance`` bpw.
 
 Before a candidate that needs importance data is measured, the imatrix is held
 against its plan (the coverage audit of ``gl imatrix audit``); tensors it does not
@@ -410,23 +413,27 @@ class _Search:
         self.echo(f"floor: guide: budget predicted to cross the gate at {t:.2f} bpw")
         return t
 
-    def budget_floor(self, low: float, high: float, start: float, tolerance: float) -> Candidate | None:
+    def budget_floor(self, low: float, high: float, start: float, tolerance: float,
+                     stock_size: float | None = None) -> Candidate | None:
         """The smallest passing budget target, to within ``tolerance`` bpw (see the module doc)."""
         self.expected = max(1, math.ceil(math.log2(max(start - low, tolerance) / tolerance)))
         best = self.budget(start)
         failing = None  # None: the bottom of the range, not measured
+        guessed = self.guide  # best sits at the estimate (or just above it), not at a size chosen to pass
         if not best.passed and self.guide and start + tolerance < high:
             failing, best = best, self.budget(round(start + tolerance, 2))  # the estimate's other side
-        if not best.passed and start < high:
-            failing, best = best, self.budget(high)
+        # then the stock floor's size (where a budget plan should pass too), then the top of the range
+        for fallback in (stock_size, high):
+            if not best.passed and fallback is not None and best.target < fallback <= high:
+                failing, best, guessed = best, self.budget(round(fallback, 2)), False
         if not best.passed:
             return None
         passing = best
         if failing is not None and failing.target >= passing.target:
             failing = None
-        check = self.guide  # the last probe was interpolated (or guessed): check it from the other side next
-        last = best if self.guide else None
-        while passing.target - (failing.target if failing else low) > tolerance:
+        check = guessed  # the last probe was an estimate: check it from the other side next
+        last = best if guessed else None
+        while passing.target - (failing.target if failing else low) > tolerance + 1e-9:  # targets are rounded
             f = failing.target if failing else low
             p = passing.target
             if check and last is not None:
@@ -555,7 +562,8 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
         start = stock.outcome.bpw if stock is not None else high  # budget at exactly the stock floor's size
         if guide:
             start = search.guided_start(low, min(start, high), tolerance)
-        budget = search.budget_floor(low, high, min(max(start, low + tolerance), high), tolerance)
+        budget = search.budget_floor(low, high, min(max(start, low + tolerance), high), tolerance,
+                                     stock.outcome.bpw if stock is not None else None)
     considered = {id(c) for c in search.candidates}
     search.candidates.extend(c for c in ladder if id(c) not in considered)
     result = Floor(os.fspath(model), os.fspath(imatrix) if imatrix else None, gates, low, high, search.candidates,

@@ -146,8 +146,7 @@ def _print_explain(params) -> None:
         imx = f"weighted by {doc['imatrix']}" if doc.get("imatrix") else "no imatrix"
         echo(f"errors measured on this model's weights ({doc['rows']} rows per tensor, {imx}) by {doc['measured_by']}")
         if doc.get("concentrated"):
-            echo(f"importance on a few columns: {', '.join(doc['concentrated'])} (unweighted error x the model's "
-                 f"median weighted/unweighted ratio)")
+            _echo_concentrated(doc["concentrated"])
     else:
         echo("errors from gl's table (Gaussian weights, bench/quant_error.py)")
     about = doc.get("weights") or {}
@@ -343,7 +342,7 @@ def _print_errors(table) -> None:
     import os
 
     from gl_plugins.ggml_types import get_type
-    from gl_plugins.plan.measured import CONCENTRATED, REASONS
+    from gl_plugins.plan.measured import REASONS
 
     echo = click.echo
     classes = table.classes()
@@ -379,6 +378,13 @@ def _print_errors(table) -> None:
         echo(f"not measured: {name}: {why}")
     if table.concentrated:
         echo("")
-        echo(f"importance on a few columns ({', '.join(sorted(table.concentrated))}): the weighted error is "
-             f"below {CONCENTRATED:g}x the unweighted one there, so these use the unweighted error x the "
-             f"model's median weighted/unweighted ratio per type")
+        _echo_concentrated(sorted(table.concentrated))
+
+
+def _echo_concentrated(names) -> None:
+    """The line naming the tensors whose errors come from the concentrated-importance rule."""
+    from gl_plugins.plan.measured import CONCENTRATED
+
+    click.echo(f"importance on a few columns ({', '.join(names)}): the weighted error is below "
+               f"{CONCENTRATED:g}x the unweighted one there, so these use the unweighted error x the "
+               f"model's median weighted/unweighted ratio per type")

@@ -559,11 +559,11 @@ def find_floor(model, *, imatrix=None, calibrate: bool = False, gates: Gates = G
         echo(f"floor: no stock type of this model falls in {low:g}-{high:g} bpw")
     budget = None
     if "budget" in kinds:
-        start = stock.outcome.bpw if stock is not None else high  # budget at exactly the stock floor's size
+        stock_size = stock.outcome.bpw if stock is not None else None
+        start = stock_size if stock_size is not None else high  # budget at exactly the stock floor's size
         if guide:
             start = search.guided_start(low, min(start, high), tolerance)
-        budget = search.budget_floor(low, high, min(max(start, low + tolerance), high), tolerance,
-                                     stock.outcome.bpw if stock is not None else None)
+        budget = search.budget_floor(low, high, min(max(start, low + tolerance), high), tolerance, stock_size)
     considered = {id(c) for c in search.candidates}
     search.candidates.extend(c for c in ladder if id(c) not in considered)
     result = Floor(os.fspath(model), os.fspath(imatrix) if imatrix else None, gates, low, high, search.candidates,

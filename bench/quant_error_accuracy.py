@@ -5,9 +5,12 @@ type and gl's budget plan at its size, on both real sample models) this rebuilds
 the file's plan exactly as bench/quality.py made it, predicts its mean KLD
 against the F16 base without quantizing (each tensor's error as ggml measures it
 on the base's weights, with the imatrix the file was made with, times the
-sensitivities of src/gl_plugins/data/sensitivity.json) and compares it with the
+sensitivities of src/gl_plugins/data/sensitivity.json, plus each tensor's compute
+cost) and compares it with the
 measured mean KLD. The sensitivities are fitted by bench/sensitivity.py on other
-files (one tensor group lowered at a time), never on these.
+files (one tensor group lowered at a time); its compute costs on two reference
+files (every tensor at Q8_0, every tensor at Q6_K) that are the stock Q8_0 and
+Q6_K files here.
 
 Prints one line per file and the summary: the share of files predicted within
 x1.5, Spearman's rank correlation over all files and per model, and how often the

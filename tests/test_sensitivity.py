@@ -11,7 +11,8 @@ from gl_plugins.facts import load_facts
 from gl_plugins.model.tensors import quantizable
 from gl_plugins.plan.measured import ErrorTable, Figures, TensorErrors
 from gl_plugins.plan.recipes import ROLE_WEIGHT
-from gl_plugins.plan.sensitivity import DATA, Sensitivities, estimate, fit_group, group_of, load
+from gl_plugins.plan.sensitivity import (DATA, Sensitivities, estimate, fit_compute_costs, fit_group,
+                                         group_of, load)
 from synth import SynthSpec, write_model
 
 
@@ -80,17 +81,84 @@ def test_fit_and_estimate(six_layers):
     est, missing = estimate(s, table, tensors, types)
     assert not missing
     assert est == pytest.approx(sum(0.01 * s.weight(t.name).value for t in tensors))
-    with_ref = {"model": "a", "architecture": "llama", "reference_kld": 0.003,
-                "groups": {"ffn_down@0": {"weight": 0.1, "reference_error": 0.01}}}
-    s2 = Sensitivities(tied, _doc(with_ref))
-    assert s2.intercept == pytest.approx(0.003 - 0.1 * 0.01)  # what the weights leave of the reference's KLD
-    assert estimate(s2, table, tensors, types)[0] == pytest.approx(est + s2.intercept)
+    # with compute costs: each quantized tensor also pays its weight x the cost of its activations' type
+    with_costs = {"model": "a", "architecture": "llama",
+                  "compute": {"cost": {"Q8_0": 0.001, "Q8_K": 0.004}},
+                  "groups": {"ffn_down@0": {"weight": 0.1, "reference_error": 0.01}}}
+    s2 = Sensitivities(tied, _doc(with_costs))
+    assert s2.compute_costs == pytest.approx({"Q8_0": 0.001, "Q8_K": 0.004, "Q8_1": 0.001})  # Q8_1 as Q8_0
+    down = s2.weight("blk.0.ffn_down.weight").value
+    assert s2.compute_cost("blk.0.ffn_down.weight", "Q4_K") == pytest.approx(down * 0.004)  # Q8_K activations
+    assert s2.compute_cost("blk.0.ffn_down.weight", "Q4_0") == pytest.approx(down * 0.001)  # Q8_0
+    assert s2.compute_cost("blk.0.ffn_down.weight", "Q4_1") == pytest.approx(down * 0.001)  # Q8_1
+    assert s2.compute_cost("blk.0.ffn_down.weight", "F16") == 0.0
+    paid = sum(s2.compute_cost(t.name, "Q4_K") for t in tensors)
+    assert paid == pytest.approx(0.004 * sum(s2.weight(t.name).value for t in tensors))
+    assert estimate(s2, table, tensors, types)[0] == pytest.approx(est + paid)
     assert estimate(s2, table, tensors, {t.name: "F16" for t in tensors})[0] == 0.0  # nothing quantized
+    assert Sensitivities(tied, _doc(_model("a", "llama", {"ffn_down@0": 0.1}))).compute_costs == {}  # none fitted
     types["blk.0.ffn_down.weight"] = "F16"  # a float type costs nothing
     est_f16, _ = estimate(s, table, tensors, types)
     assert est_f16 == pytest.approx(est - 0.01 * 0.1)
     types["blk.1.ffn_up.weight"] = "Q2_K"  # never measured: no estimate, and the tensor is named
     assert estimate(s, table, tensors, types) == (None, ["blk.1.ffn_up.weight"])
+
+
+def test_compute_costs_are_what_the_weights_leave_of_the_two_reference_files(six_layers):
+    """The Q8_0 file pays Q8_0 activations on every tensor; the Q6_K file pays Q8_K activations where its
+    rows fit 256 and Q8_0 where they fell back, and the Q8_0 part is taken at the first file's price."""
+    tied, _ = six_layers
+    tensors = quantizable(tied)
+    weights = Sensitivities(tied, _doc(_model("a", "llama", {"ffn_down@0": 0.2})))
+    table = ErrorTable("m", None, ["Q8_0", "Q6_K"], 128, "helper", DATA, {})
+    for t in tensors:
+        te = TensorErrors(t.name, tuple(t.shape), "F16", 1, 1, False)
+        te.errors["Q8_0"] = Figures(1e-5, 1.0, 1e-5, 1.0)
+        te.errors["Q6_K"] = Figures(1e-4, 1.0, 1e-4, 1.0)
+        table.tensors[t.name] = te
+    w = {t.name: weights.weight(t.name).value for t in tensors}
+    total = sum(w.values())
+    q6 = {t.name: ("Q8_0" if t.name == "blk.0.ffn_down.weight" else "Q6_K") for t in tensors}  # one fell back
+    k8, k6 = 1e-5 * total + 0.002, 0.02
+    fitted = fit_compute_costs(weights, table, tensors, {"Q8_0": ({n: "Q8_0" for n in w}, k8), "Q6_K": (q6, k6)})
+    c8 = fitted["cost"]["Q8_0"]
+    assert c8 == pytest.approx(0.002 / total, rel=1e-4)
+    err6 = sum(w[n] * (1e-5 if q6[n] == "Q8_0" else 1e-4) for n in w)
+    on_k = total - w["blk.0.ffn_down.weight"]
+    assert fitted["cost"]["Q8_K"] == pytest.approx((k6 - err6 - c8 * w["blk.0.ffn_down.weight"]) / on_k, rel=1e-4)
+    assert fitted["references"]["Q6_K"]["weights"] == {"Q8_0": pytest.approx(w["blk.0.ffn_down.weight"], rel=1e-4),
+                                                       "Q8_K": pytest.approx(on_k, rel=1e-4)}
+    # a reference measured below what its weight errors explain costs nothing, never less
+    low = fit_compute_costs(weights, table, tensors, {"Q8_0": ({n: "Q8_0" for n in w}, 0.0)})
+    assert low["cost"] == {"Q8_0": 0.0}
+
+
+def test_the_activation_types_are_llama_cpps(llama_bin):
+    """VEC_DOT_TYPE against type_traits_cpu in the ggml-cpu.c of the pinned llama.cpp sources (the sdist
+    the tools were built from)."""
+    import re
+    import tarfile
+
+    from gl_plugins.ggml_types import VEC_DOT_TYPE, activation_type
+    from gl_plugins.toolchain import llamacpp
+
+    sdist = llamacpp._download_sdist(llamacpp.cache_root() / "downloads", echo=print)  # cached by the build
+    with tarfile.open(sdist) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/ggml/src/ggml-cpu/ggml-cpu.c"))
+        text = tar.extractfile(member).read().decode()
+    start = "type_traits_cpu[GGML_TYPE_COUNT] = {"
+    body = text[text.index(start) + len(start):]
+    body = body[:body.index("\n};")]
+    found = {}
+    for name, block in re.findall(r"\[GGML_TYPE_(\w+)\]\s*=\s*\{(.*?)\n    \}", body, re.S):
+        m = re.search(r"\.vec_dot_type\s*=\s*GGML_TYPE_(\w+)", block)
+        if m:
+            found[name] = m.group(1)
+    assert len(found) >= 25
+    assert {k: v for k, v in found.items() if k in VEC_DOT_TYPE} == {k: VEC_DOT_TYPE[k] for k in found
+                                                                    if k in VEC_DOT_TYPE}
+    assert set(VEC_DOT_TYPE) <= set(found)
+    assert activation_type("Q4_K") == "Q8_K" and activation_type("I32") == "F32"
 
 
 def test_the_shipped_weights_cover_every_group_of_both_sample_models():

@@ -82,6 +82,24 @@ FALLBACK = {
 }
 
 
+# The type ggml's CPU backend converts the activations to before it multiplies them with a weight of
+# each type (ggml/src/ggml-cpu/ggml-cpu.c, type_traits_cpu[...].vec_dot_type): K- and IQ types take
+# 8-bit activations in blocks of 256 (Q8_K), the 32-blocks types 8-bit activations in blocks of 32
+# (Q8_0, Q8_1), the float types activations of their own type. A type missing here multiplies in F32.
+VEC_DOT_TYPE = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16", "Q1_0": "Q8_0", "Q2_0": "Q8_0", "Q4_0": "Q8_0", "Q4_1": "Q8_1",
+    "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0", "Q8_1": "Q8_1", "MXFP4": "Q8_0", "NVFP4": "Q8_0",
+    "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K", "IQ2_XXS": "Q8_K",
+    "IQ2_XS": "Q8_K", "IQ3_XXS": "Q8_K", "IQ3_S": "Q8_K", "IQ2_S": "Q8_K", "IQ1_S": "Q8_K", "IQ1_M": "Q8_K",
+    "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K", "TQ1_0": "Q8_K", "TQ2_0": "Q8_K",
+}
+
+
+def activation_type(weight_type: str) -> str:
+    """The type the activations are multiplied in against a weight of ``weight_type`` (:data:`VEC_DOT_TYPE`)."""
+    return VEC_DOT_TYPE.get(weight_type, "F32")
+
+
 def get_type(name: str) -> GGMLType:
     """A ggml type by name, case-insensitively; GLError listing valid names otherwise."""
     t = TYPES_BY_NAME.get(str(name).strip().upper())

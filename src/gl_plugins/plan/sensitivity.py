@@ -14,11 +14,22 @@ weight is
 
 with ``e`` the tensor's relative error as ``gl plan errors`` measures it with
 the same imatrix. So the weights are in KLD per unit of relative error, and
-the sum of ``w * e`` over a plan's tensors estimates the plan's mean KLD. What
-the weights leave unexplained of the reference file's own KLD is the
-*intercept*: a cost every quantized file pays whatever its weight errors
-(llama.cpp's CPU kernels also quantize the activations they multiply with
-quantized weights). :func:`estimate` adds it.
+the sum of ``w * e`` over a plan's tensors estimates the plan's mean KLD.
+
+That sum leaves out a cost no weight error shows: ggml's CPU kernels quantize
+the activations they multiply with a quantized weight, to 8 bits in blocks of
+256 (Q8_K) against K- and IQ types and in blocks of 32 (Q8_0, Q8_1) against the
+32-block types (:data:`gl_plugins.ggml_types.VEC_DOT_TYPE`); a float weight
+multiplies float activations. The *compute cost* of a tensor is its weight
+times the cost per unit of weight of its activation type. Two reference files
+measure them: every tensor at Q8_0 (all activations Q8_0) and every tensor at
+Q6_K (Q8_K; Q8_0 where rows are not 256 wide). What the weights leave of the
+first file's KLD, over the summed weights, is the cost of Q8_0 activations;
+what is left of the second's once its Q8_0 tensors are paid for is the cost of
+Q8_K activations. On Qwen2.5-Coder-1.5B the Q8_K cost is several times the
+Q8_0 one, and a file whose weights requantize exactly to the base's own grid
+still measures three times the KLD of an all-Q8_0 file. :func:`estimate` adds
+the compute costs.
 
 For a model of an architecture that was measured, that model's weights are
 used; otherwise the geometric mean over the measured models. A group that
@@ -104,11 +115,15 @@ class Sensitivities:
                 if row.get("weight", 0) > 0:
                     fitted.setdefault(g, []).append(row["weight"])
         self.fitted = {g: _geomean(ws) for g, ws in fitted.items()}
-        # per model: its reference file's KLD less what its own weights explain of it
-        own = [m["reference_kld"] - sum(r.get("weight", 0) * r.get("reference_error", 0)
-                                        for r in m.get("groups", {}).values())
-               for m in self.models if "reference_kld" in m]
-        self.intercept = max(0.0, sum(own) / len(own)) if own else 0.0
+        costs: dict[str, list[float]] = {}
+        for m in self.models:
+            for act, c in (m.get("compute") or {}).get("cost", {}).items():
+                if c > 0:
+                    costs.setdefault(act, []).append(c)
+        # per activation type, KLD per unit of weight (Q8_1 is quantized as Q8_0 is: 8 bits, blocks of 32)
+        self.compute_costs = {act: _geomean(cs) for act, cs in costs.items()}
+        if "Q8_0" in self.compute_costs:
+            self.compute_costs.setdefault("Q8_1", self.compute_costs["Q8_0"])
         ratios = [w / ROLE_WEIGHT.get(group_class(g), 1.0) for g, w in self.fitted.items()]
         self.scale = _geomean(ratios) if ratios else 1.0
         self.source = ("fitted on " + ", ".join(m["model"] for m in self.models)
@@ -122,11 +137,19 @@ class Sensitivities:
             return Weight(self.fitted[g], "fitted", g)
         return Weight(sensitivity(self.facts, name) * self.scale, f"role prior x {self.scale:.3g}", g)
 
+    def compute_cost(self, name: str, type_: str) -> float:
+        """What multiplying with tensor ``name`` in ``type_`` costs in KLD through its activations' type
+        (0 for a float type, and for an activation type never measured)."""
+        from gl_plugins.ggml_types import activation_type
+
+        c = self.compute_costs.get(activation_type(type_), 0.0)
+        return self.weight(name).value * c if c else 0.0
+
     def describe(self) -> dict:
         """What the weights are, for ``--explain``: where they were fitted, and the fallback's scale."""
         return {"weights": "KLD per unit of relative error", "fitted": self.source,
                 "fitted_by": load().get("command"), "groups": len(self.fitted), "prior_scale": self.scale,
-                "intercept": self.intercept}
+                "compute_costs": {a: float(f"{c:.4g}") for a, c in sorted(self.compute_costs.items())}}
 
 
 class Priors:
@@ -140,7 +163,8 @@ class Priors:
 
         return Weight(sensitivity(self.facts, name), "role prior", group_of(self.facts, name))
 
-    intercept = 0.0
+    def compute_cost(self, name: str, type_: str) -> float:
+        return 0.0  # the Gaussian table has no unit to put it in
 
     def describe(self) -> dict:
         return {"weights": "role priors (x1.5 in the first and last eighth of the layers)"}
@@ -152,14 +176,13 @@ def fit_group(delta_kld: float, delta_error: float) -> float:
 
 
 def estimate(weights, table, tensors, types: dict[str, str]) -> tuple[float | None, list[str]]:
-    """The estimated mean KLD of a file with ``types`` (tensor -> ggml type): the weights' intercept
-    plus the sum over ``tensors`` of weight x measured relative error (``table``: an ErrorTable).
+    """The estimated mean KLD of a file with ``types`` (tensor -> ggml type): the sum over ``tensors``
+    of weight x measured relative error (``table``: an ErrorTable) plus each tensor's compute cost.
     (None, the tensors without a figure) when some type of some tensor was not measured; float types
-    count as no error, and a file with no quantized tensor has no intercept either."""
+    count as no error and no compute cost."""
     from gl_plugins.ggml_types import TYPES_BY_NAME
 
-    quantized = any(TYPES_BY_NAME[types[t.name]].quantized for t in tensors)
-    total, missing = (weights.intercept if quantized else 0.0), []
+    total, missing = 0.0, []
     for t in tensors:
         ty = types[t.name]
         if not TYPES_BY_NAME[ty].quantized:
@@ -168,8 +191,36 @@ def estimate(weights, table, tensors, types: dict[str, str]) -> tuple[float | No
         if e is None:
             missing.append(t.name)
             continue
-        total += weights.weight(t.name).value * e
+        total += weights.weight(t.name).value * e + weights.compute_cost(t.name, ty)
     return (None if missing else total), missing
+
+
+def fit_compute_costs(weights, table, tensors, references: dict[str, tuple[dict[str, str], float]]) -> dict:
+    """The compute costs (KLD per unit of weight, per activation type) from the reference files:
+    ``references`` maps "Q8_0" and "Q6_K" to (types of the file, its measured mean KLD). The Q8_0 file
+    gives the cost of Q8_0 activations (its KLD less its weighted error, over its summed weights); the
+    Q6_K file, once its weighted error and its Q8_0-activation tensors are paid for, the cost of Q8_K
+    activations over the weights of its tensors that take them. A cost is never below 0."""
+    from gl_plugins.ggml_types import activation_type
+
+    out: dict = {"cost": {}, "references": {}}
+    for ref in ("Q8_0", "Q6_K"):
+        if ref not in references:
+            continue
+        types, kld = references[ref]
+        err = sum(weights.weight(t.name).value * table.error(t.name, types[t.name]) for t in tensors)
+        by_act: dict[str, float] = {}
+        for t in tensors:
+            a = activation_type(types[t.name])
+            by_act[a] = by_act.get(a, 0.0) + weights.weight(t.name).value
+        paid = sum(out["cost"].get("Q8_0", 0.0) * w for a, w in by_act.items() if a in ("Q8_0", "Q8_1"))
+        act = "Q8_0" if ref == "Q8_0" else "Q8_K"
+        left = kld - err - (paid if act == "Q8_K" else 0.0)
+        on = by_act.get(act, 0.0) + (by_act.get("Q8_1", 0.0) if act == "Q8_0" else 0.0)
+        out["cost"][act] = float(f"{max(0.0, left / on):.5g}") if on > 0 else 0.0
+        out["references"][ref] = {"kld": kld, "weighted_error": float(f"{err:.5g}"),
+                                  "weights": {a: float(f"{w:.5g}") for a, w in sorted(by_act.items())}}
+    return out
 
 
 def estimate_plan(weights, table, facts, plan) -> tuple[float | None, list[str]]:

@@ -153,12 +153,20 @@ def _print_explain(params) -> None:
     if about.get("fitted"):
         echo(f"weights: {about['weights']}, {about['fitted']} ({about['fitted_by'] or 'bench/sensitivity.py'}); "
              f"groups never measured: role prior x {about['prior_scale']:.3g}")
+        costs = about.get("compute_costs") or {}
+        if costs:
+            echo("compute cost (KLD per unit of weight, by the activations' type ggml multiplies in): "
+                 + ", ".join(f"{a} {c:.3g}" for a, c in costs.items()) + "; float types none")
     if params.get("chosen"):
         stock = (f"stock {params['stock_type']} at {params['stock_bpw']} bpw: {params['stock_estimated_error']}"
                  if params.get("stock_type") else "no stock type fits the target with measured errors")
-        echo(f"chosen: {params['chosen']} (estimated error: budget {params['budget_estimated_error']}, {stock})")
+        echo(f"chosen: {params['chosen']} (estimated mean KLD: budget {params['budget_estimated_error']} at "
+             f"{params['budget_bpw']} bpw, {stock})")
+        if params.get("min_gain") and params["budget_bpw"] < params["target_bpw"] - 0.005:
+            echo(f"the budget plan stops at {params['budget_bpw']} of {params['target_bpw']} bpw: more bytes would "
+                 f"buy less than {params['min_gain']:g} % of estimated KLD per % of size (--min-gain)")
     echo(f"  {'class':<20}{'tensors':>8}  {'types':<26}{'error':>9}  {'from':<9}{'weight':>20}  "
-         f"{'weight from':<20}{'weight x error':>15}{'MiB':>9}")
+         f"{'weight from':<20}{'weight x error':>15}{'compute':>10}{'MiB':>9}")
     for r in doc["classes"]:
         types = ", ".join(f"{t}x{n}" if len(r["types"]) > 1 else t for t, n in r["types"].items())
         err = f"{r['error']:.2e}" if r["error"] is not None else "-"
@@ -166,7 +174,8 @@ def _print_explain(params) -> None:
             else f"{min(r['weights']):.3g}-{max(r['weights']):.3g}"
         note = "" if r["in_budget"] else "  (outside the budget: --embedding-type)"
         echo(f"  {r['class']:<20}{r['tensors']:>8}  {types:<26}{err:>9}  {r['error_source']:<9}{weight:>20}  "
-             f"{r['weight_source']:<20}{r['weighted_error']:>15.3e}{r['bytes'] / MIB:>9.2f}{note}")
+             f"{r['weight_source']:<20}{r['weighted_error']:>15.3e}{r.get('compute_cost', 0.0):>10.2e}"
+             f"{r['bytes'] / MIB:>9.2f}{note}")
 
 
 _MAKE_PARAMS = [

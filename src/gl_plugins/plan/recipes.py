@@ -233,6 +233,8 @@ ROLE_WEIGHT = {
 }
 ERROR_SOURCES = ("gaussian", "measured")  # budget --errors
 EDGE_WEIGHT = 1.5  # first and last eighth of the layers (llama.cpp's use_more_bits edges)
+# budget --errors measured: the least fall in estimated KLD, in percent, that 1 % more bytes must buy
+MIN_GAIN = 1.0
 CANDIDATES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
               "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "F16")
 
@@ -277,15 +279,21 @@ class Budget:
                          help="Each tensor's error per type: gaussian (the table measured on Gaussian weights) "
                               "or measured (by ggml on this model's own weights, as `gl plan errors` does; "
                               "cached, minutes the first time). measured also estimates llama.cpp's stock "
-                              "mixture of nearest size and returns the plan with the lower error."),
+                              "mixture of nearest size and keeps it unless budget's own plan estimates lower."),
+            click.Option(["--min-gain"], type=click.FloatRange(min=0), default=MIN_GAIN, show_default=True,
+                         help="With --errors measured: the least fall in estimated KLD, in percent, that one "
+                              "percent more bytes must buy. The plan stops short of the target where more "
+                              "bytes would buy less; 0 spends the whole budget."),
         ]
 
     def plan(self, facts, target_bpw=None, imatrix_path=None, exclude_embeddings=False, embedding_type="Q8_0",
-             types=None, errors="gaussian", **_):
+             types=None, errors="gaussian", min_gain=MIN_GAIN, **_):
         if target_bpw is None or not (0 < float(target_bpw) <= 32):
             raise GLError(f"--target-bpw must be a number of bits per weight above 0, not {target_bpw!r}")
         if errors not in ERROR_SOURCES:
             raise GLError(f"--errors must be one of {', '.join(ERROR_SOURCES)}, not {errors!r}")
+        if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not min_gain >= 0:
+            raise GLError(f"--min-gain must be a number of percent at or above 0, not {min_gain!r}")
         covered: set[str] | None = None
         if imatrix_path:
             from gl_plugins.imatrix.formats import read_imatrix
@@ -307,7 +315,7 @@ class Budget:
             stock_types = sorted({ty for n, ty in nearest[2].items() if n in free} - set(cands)) if nearest else []
             table = measured_table(facts, list(cands) + stock_types, imatrix_path)
             return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path, table=table,
-                               within=within)
+                               within=within, min_gain=float(min_gain))
         return budget_plan(facts, float(target_bpw), cands, covered, emb_type, imatrix_path)
 
 
@@ -343,8 +351,9 @@ def weights_for(facts, measured: bool):
     return Sensitivities(facts) if measured else Priors(facts)
 
 
-def _options_for(facts, t, cands, covered, err, weigh) -> list[tuple[int, float, str]]:
-    """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first."""
+def _options_for(facts, t, cands, covered, err, weigh, compute_cost=None) -> list[tuple[int, float, str]]:
+    """(bytes, estimated error, type) per admissible type of tensor ``t``, cheapest first; the error is
+    the weighted one plus, with ``compute_cost``, what the type's activations cost."""
     exempt = t.name in EMBEDDINGS or t.name == OUTPUT
     use_imx = covered is not None and t.name in covered
     s = weigh(t.name).value
@@ -357,7 +366,7 @@ def _options_for(facts, t, cands, covered, err, weigh) -> list[tuple[int, float,
         e = err(t, c)
         if e is None:
             continue
-        out.append((tensor_bytes(c, t.shape), s * e, c))
+        out.append((tensor_bytes(c, t.shape), s * e + (compute_cost(t.name, c) if compute_cost else 0.0), c))
     out.sort()
     # drop dominated options (no cheaper-or-equal option with lower error)
     pareto, best = [], float("inf")
@@ -369,10 +378,13 @@ def _options_for(facts, t, cands, covered, err, weigh) -> list[tuple[int, float,
 
 
 def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path, table=None,
-                within=None) -> TensorPlan:
-    """The plan of least estimated error within ``target_bpw``; with a measured ``table`` (an ErrorTable)
-    the errors are the model's own, and llama.cpp's stock mixture of nearest size is the other candidate
-    (``within``: the stock mixtures not above the target, largest first, when the caller has them)."""
+                within=None, min_gain: float = MIN_GAIN) -> TensorPlan:
+    """The plan of least estimated error within ``target_bpw``. With a measured ``table`` (an ErrorTable)
+    the errors are the model's own, the estimate is a mean KLD (weighted errors plus compute costs, see
+    :mod:`gl_plugins.plan.sensitivity`), no byte is spent that buys less than ``min_gain`` percent of
+    estimated KLD per percent of size, and llama.cpp's stock mixture of nearest size is the other
+    candidate, kept unless the plan is estimated lower (``within``: the stock mixtures not above the
+    target, largest first, when the caller has them)."""
     tensors = quantizable(facts, llama_order=True)
     fixed = [t for t in facts.tensors if why_not_quantizable(t.name, t.shape, facts.architecture)]
     fixed_bytes = sum(int(t.bytes or 0) for t in fixed)
@@ -389,11 +401,24 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
         if t.name in excluded:
             choice.set(t, emb_type)
         else:
-            opts = _options_for(facts, t, cands, covered, err, weigh)
+            opts = _options_for(facts, t, cands, covered, err, weigh,
+                                weights.compute_cost if table is not None else None)
             if not opts:
                 raise GLError(f"budget: no candidate type fits {t.name} (row length {t.shape[0]})")
             free.append((t, opts))
-    pick = _allocate([o for _, o in free], budget)
+    options = [o for _, o in free]
+    fixed_cost, other_bytes = 0.0, 0
+    if table is not None:
+        # the KLD the allocation cannot move: the compute cost of the tensors outside the budget
+        fixed_cost = sum(weights.compute_cost(t.name, choice.types[t.name]) for t in tensors if t.name in excluded)
+        other_bytes = fixed_bytes + sum(tensor_bytes(choice.types[t.name], t.shape) for t in tensors
+                                        if t.name in excluded)
+
+        def full(p):
+            return fixed_cost + sum(o[i][1] for o, i in zip(options, p))
+
+    pick = _allocate(options, budget, min_gain if table is not None else 0.0,
+                     (fixed_cost, other_bytes) if table is not None else (0.0, 0))
     types = {t.name: opts[i][2] for (t, opts), i in zip(free, pick)}
     est = sum(opts[i][1] for (_, opts), i in zip(free, pick))
     params = {"target_bpw": target_bpw, "exclude_embeddings": bool(emb_type), "embedding_type": emb_type,
@@ -401,16 +426,21 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
               "estimated_error": round(est, 6), "n_params": n_all,
               "errors": "measured" if table is not None else "gaussian"}
     if table is not None:
+        est = full(pick)
+        spent = (fixed_bytes + sum(o[i][0] for o, i in zip(options, pick))) * 8 / n_counted  # as the target
         if within is None:
             within = list(_stock_within(facts, target_bpw, excluded, imatrix_path))
-        stock = _stock_candidate(within, [t for t, _ in free], err, weigh)
-        won = stock is not None and stock["error"] < est
-        params.update({"chosen": "stock" if won else "budget", "budget_estimated_error": _sig(est),
+        stock = _stock_candidate(within, tensors, excluded, err, weigh, weights.compute_cost)
+        if stock is not None:
+            stock["error"] += fixed_cost  # the excluded tensors keep the plan's type in either file
+        won = stock is not None and stock["error"] <= est  # a tie keeps llama.cpp's own mixture
+        params.update({"min_gain": min_gain, "budget_bpw": round(spent, 4),
+                       "chosen": "stock" if won else "budget", "budget_estimated_error": _sig(est),
                        "stock_type": stock and stock["type"], "stock_bpw": stock and round(stock["bpw"], 4),
-                       "stock_estimated_error": stock and _sig(stock["error"])})
+                       "stock_estimated_error": stock and _sig(stock["error"]), "estimated_error": _sig(est)})
         if won:
             types = stock["types"]
-            params["estimated_error"] = round(stock["error"], 6)
+            params["estimated_error"] = _sig(stock["error"])
     for t in tensors:
         if t.name not in excluded:
             choice.set(t, types[t.name])
@@ -448,21 +478,25 @@ def _stock_within(facts, target_bpw, excluded, imatrix_path):
     return (m for m in stock_mixtures(facts, imatrix_path, excluded) if m[1] <= target_bpw)
 
 
-def _stock_candidate(within, free, err, weigh) -> dict | None:
-    """The first of the stock mixtures ``within`` (largest first) whose every type of the ``free``
-    tensors has an error figure: its type, bpw, per-tensor types and estimated error (None: no stock
-    type qualifies)."""
+def _stock_candidate(within, tensors, excluded, err, weigh, compute_cost) -> dict | None:
+    """The first of the stock mixtures ``within`` (largest first) whose every type of the ``tensors``
+    not ``excluded`` has an error figure: its type, bpw, per-tensor types and estimated mean KLD (weighted
+    errors, and the compute costs of every tensor; None: no stock type qualifies). The excluded tensors
+    get the plan's embedding type, so their compute cost is the plan's too."""
+    free = [t for t in tensors if t.name not in excluded]
     for ftype, bpw, types in within:
         errs = [err(t, types[t.name]) for t in free]
         if all(e is not None for e in errs):
             return {"type": ftype, "bpw": bpw, "types": types,
-                    "error": sum(weigh(t.name).value * e for t, e in zip(free, errs))}
+                    "error": sum(weigh(t.name).value * e + compute_cost(t.name, types[t.name])
+                                 for t, e in zip(free, errs))}
     return None
 
 
 def explanation(tensors, types, err, weights, excluded, table) -> dict:
     """Per tensor class (role): the types chosen (with counts), their mean relative error and where it
-    comes from, the weights used and what they are, the weighted error and the bytes spent."""
+    comes from, the weights used and what they are, the weighted error, the compute cost (what its
+    activations' type costs, see :mod:`gl_plugins.plan.sensitivity`) and the bytes spent."""
     rows: dict[str, dict] = {}
     for t in tensors:
         ty, w = types[t.name], weights.weight(t.name)
@@ -470,13 +504,14 @@ def explanation(tensors, types, err, weights, excluded, table) -> dict:
         e = err(t, ty)
         r = rows.setdefault(role(t.name), {"class": role(t.name), "tensors": 0, "types": {}, "errors": [],
                                             "weights": set(), "sources": [], "weighted_error": 0.0, "bytes": 0,
-                                            "in_budget": t.name not in excluded})
+                                            "compute_cost": 0.0, "in_budget": t.name not in excluded})
         r["tensors"] += 1
         r["types"][ty] = r["types"].get(ty, 0) + 1
         r["weights"].add(_sig(s))
         if w.kind not in r["sources"]:
             r["sources"].append(w.kind)
         r["bytes"] += tensor_bytes(ty, t.shape)
+        r["compute_cost"] += weights.compute_cost(t.name, ty)
         if e is not None:
             r["errors"].append(e)
             r["weighted_error"] += s * e
@@ -484,7 +519,8 @@ def explanation(tensors, types, err, weights, excluded, table) -> dict:
     out = [{"class": r["class"], "tensors": r["tensors"], "types": dict(sorted(r["types"].items())),
             "error": _sig(sum(r["errors"]) / len(r["errors"])) if r["errors"] else None,
             "error_source": source, "weights": sorted(r["weights"]), "weight_source": "; ".join(r["sources"]),
-            "weighted_error": _sig(r["weighted_error"]), "bytes": r["bytes"], "in_budget": r["in_budget"]}
+            "weighted_error": _sig(r["weighted_error"]), "compute_cost": _sig(r["compute_cost"]),
+            "bytes": r["bytes"], "in_budget": r["in_budget"]}
            for r in sorted(rows.values(), key=lambda r: -r["bytes"])]
     doc = {"errors": source, "weights": weights.describe(), "classes": out}
     if table is not None:
@@ -499,12 +535,20 @@ def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def _allocate(options: list[list[tuple[int, float, str]]], budget: float) -> list[int]:
+def _allocate(options: list[list[tuple[int, float, str]]], budget: float, min_gain: float = 0.0,
+              fixed: tuple[float, int] = (0.0, 0)) -> list[int]:
     """Pick one option per tensor, total bytes <= budget, minimising total error.
 
     Lagrangian relaxation (each tensor minimises error + lambda x bytes; bisection on
     lambda finds the cheapest lambda that fits), then a greedy pass spends what is
     left on the upgrades with the best error saved per byte.
+
+    With ``min_gain`` G > 0 a byte must also earn its place. ``fixed`` is the error and the bytes no
+    option moves; a plan's total error E and size B count them. Along the Lagrangian path (the plans
+    of falling lambda, each the least error for its size) the plan of least E x B^G within the budget
+    is taken: past it, one percent more bytes buys less than G percent of E. When that is a smaller
+    plan than the budget's, it is returned as it is, and every budget above its size gets the same
+    plan; otherwise the greedy pass buys only upgrades that lower E x B^G.
     """
     def pick_for(lam: float) -> list[int]:
         return [min(range(len(o)), key=lambda i: o[i][1] + lam * o[i][0]) for o in options]
@@ -515,6 +559,10 @@ def _allocate(options: list[list[tuple[int, float, str]]], budget: float) -> lis
     cheapest = [0] * len(options)
     if cost(cheapest) > budget:
         return cheapest  # the budget is below the smallest possible file: take the smallest
+    if min_gain > 0:
+        best = _least_product(options, budget, min_gain, fixed)
+        if best is not None:
+            return best
     lo, hi = 0.0, 1.0
     while cost(pick_for(hi)) > budget:
         hi *= 4
@@ -528,19 +576,72 @@ def _allocate(options: list[list[tuple[int, float, str]]], budget: float) -> lis
             hi = mid
     p = pick_for(hi)
     left = budget - cost(p)
+    err = fixed[0] + sum(o[i][1] for o, i in zip(options, p))
+    size = fixed[1] + cost(p)
+
+    def pays(de: float, db: int) -> bool:  # lowers E x B^G (always, without a least gain)
+        return min_gain <= 0 or (err - de) * (size + db) ** min_gain < err * size ** min_gain
+
     while True:
         best = None
         for k, (o, i) in enumerate(zip(options, p)):
             for j in range(i + 1, len(o)):
                 db = o[j][0] - o[i][0]
                 de = o[i][1] - o[j][1]
-                if db <= left and de > 0 and (best is None or de / db > best[0]):
-                    best = (de / max(db, 1), k, j, db)
+                if db <= left and de > 0 and (best is None or de / db > best[0]) and pays(de, db):
+                    best = (de / max(db, 1), k, j, db, de)
         if best is None:
             return p
-        _, k, j, db = best
+        _, k, j, db, de = best
         p[k] = j
         left -= db
+        err -= de
+        size += db
+
+
+def _lower_hull(o: list[tuple[int, float, str]]) -> list[int]:
+    """The options of one tensor (bytes rising, error falling) on its lower convex hull: the ones some
+    lambda picks. Each step to the next saves less error per byte than the step before."""
+    h = [0]
+    for i in range(1, len(o)):
+        while len(h) >= 2:
+            a, b = h[-2], h[-1]
+            if (o[b][1] - o[i][1]) / (o[i][0] - o[b][0]) >= (o[a][1] - o[b][1]) / (o[b][0] - o[a][0]):
+                h.pop()
+            else:
+                break
+        h.append(i)
+    return h
+
+
+def _least_product(options, budget: float, min_gain: float, fixed: tuple[float, int]) -> list[int] | None:
+    """The plan of least E x B^min_gain on the Lagrangian path within ``budget`` (see :func:`_allocate`),
+    or None when that is the path's last plan within the budget (the budget, not the gain, binds)."""
+    steps = []  # (error saved per byte, tensor, option): the path takes them from the best rate down
+    for k, o in enumerate(options):
+        h = _lower_hull(o)
+        steps += [((o[a][1] - o[b][1]) / (o[b][0] - o[a][0]), k, b) for a, b in zip(h, h[1:])]
+    steps.sort(key=lambda s: (-s[0], s[1], s[2]))
+    pick = [0] * len(options)
+    err = fixed[0] + sum(o[0][1] for o in options)
+    size = fixed[1] + sum(o[0][0] for o in options)
+    best, best_at, taken = err * size ** min_gain, 0, 0
+    for _, k, j in steps:
+        o, i = options[k], pick[k]
+        if size - fixed[1] + o[j][0] - o[i][0] > budget:
+            break
+        err += o[j][1] - o[i][1]
+        size += o[j][0] - o[i][0]
+        pick[k] = j
+        taken += 1
+        if err * size ** min_gain < best:
+            best, best_at = err * size ** min_gain, taken
+    if best_at == taken:
+        return None
+    pick = [0] * len(options)
+    for _, k, j in steps[:best_at]:
+        pick[k] = j
+    return pick
 
 
 @hookimpl(trylast=True)

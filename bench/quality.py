@@ -7,7 +7,9 @@ llama-quantize type, this measures
   base wherever llama.cpp's documentation advises one (tools/quantize/README.md:
   quantization loss "can be minimized by using a suitable imatrix file"; so every
   type below Q8_0, whose quantizer ignores importance data);
-- gl's ``budget`` plan at exactly that file's bits per weight, with the same imatrix;
+- gl's ``budget`` plan at exactly that file's bits per weight, with the same imatrix
+  at every size (at Q8_0's too: the types a plan mixes there, Q4_1 or Q6_K, use it,
+  and the stock Q8_0 file is the same with it or without);
 - with ``--kinds stock,budget,measured``, also ``budget --errors measured`` at that
   bpw: errors measured by ggml on the base's own weights (``gl plan errors``), and
   llama.cpp's mixture of nearest size kept where it estimates lower.
@@ -72,7 +74,8 @@ def imatrix_advised(ftype: str) -> bool:
 
 
 def candidates(model: str, types, kinds):
-    """(kind, type, plan, imatrix, target bpw) in order of size, gl's plans right after their stock file."""
+    """(kind, type, plan, imatrix, target bpw) in order of size, gl's plans right after their stock file;
+    gl's plans are made with the imatrix at every size (see the module docstring)."""
     base = provision(f"{model}-f16")
     facts = facts_from_gguf(base)
     imx = make_imatrix(base, echo=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
@@ -85,7 +88,7 @@ def candidates(model: str, types, kinds):
             rows.append(("stock", t, stock, use, bpw))
         for kind in (k for k in KINDS if k in kinds and k in BUDGET_OPTIONS):
             options = {"target_bpw": bpw, **BUDGET_OPTIONS[kind]}
-            rows.append((kind, t, plan_from_recipe(facts, "budget", options, imatrix=use), use, bpw))
+            rows.append((kind, t, plan_from_recipe(facts, "budget", options, imatrix=imx), imx, bpw))
     rows.sort(key=lambda r: (r[4], r[0] != "stock"))
     return base, rows
 
@@ -202,16 +205,17 @@ def table(rows: list[dict]) -> str:
 def markdown(rows: list[dict]) -> str:
     """The same rows as markdown tables, one per model, as docs/plan.md shows them: for every kind its bpw,
     mean and p99 KLD, same-top-p and loops (✗ where the generation check fails the file), and for gl's plans
-    the ratio to the stock file."""
+    the ratio to the stock file; "imatrix" says whether the stock file was made with one (gl's plans are,
+    at every size)."""
     out = []
     for model, kinds, types, by in by_model(rows):
-        head = ["stock type", "imatrix"]
+        head = ["stock type", "stock imatrix"]
         for k in kinds:
             head += [f"{k} bpw", f"{k} mean KLD", "p99", "same top", "loops"] + (["ratio"] if k != "stock" else [])
         out += [f"#### {model}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in types:
             s = by.get(("stock", t))
-            cells = [t, "yes" if any(by.get((k, t), {}).get("imatrix") for k in kinds) else "no"]
+            cells = [t, "yes" if (s or {}).get("imatrix") else "no"]
             for k in kinds:
                 r = by.get((k, t))
                 if r is None:

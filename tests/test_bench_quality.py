@@ -60,7 +60,7 @@ def test_markdown_tables_in_order_of_size(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "#### qwen2.5-coder-1.5b"
-    assert lines[2].startswith("| stock type | imatrix | stock bpw | stock mean KLD |") and lines[2].endswith("| ratio |")
+    assert lines[2].startswith("| stock type | stock imatrix | stock bpw | stock mean KLD |") and lines[2].endswith("| ratio |")
     body = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[4:6]]
     assert [b[0] for b in body] == ["Q2_K", "Q4_K_M"]
     assert body[0][6] == "0.50 ✗" and body[0][-1] == "0.50" and body[1][-1] == "3.00"

@@ -413,12 +413,7 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
         fixed_cost = sum(weights.compute_cost(t.name, choice.types[t.name]) for t in tensors if t.name in excluded)
         other_bytes = fixed_bytes + sum(tensor_bytes(choice.types[t.name], t.shape) for t in tensors
                                         if t.name in excluded)
-
-        def full(p):
-            return fixed_cost + sum(o[i][1] for o, i in zip(options, p))
-
-    pick = _allocate(options, budget, min_gain if table is not None else 0.0,
-                     (fixed_cost, other_bytes) if table is not None else (0.0, 0))
+    pick = _allocate(options, budget, min_gain if table is not None else 0.0, (fixed_cost, other_bytes))
     types = {t.name: opts[i][2] for (t, opts), i in zip(free, pick)}
     est = sum(opts[i][1] for (_, opts), i in zip(free, pick))
     params = {"target_bpw": target_bpw, "exclude_embeddings": bool(emb_type), "embedding_type": emb_type,
@@ -426,11 +421,11 @@ def budget_plan(facts, target_bpw: float, cands, covered, emb_type, imatrix_path
               "estimated_error": round(est, 6), "n_params": n_all,
               "errors": "measured" if table is not None else "gaussian"}
     if table is not None:
-        est = full(pick)
+        est += fixed_cost
         spent = (fixed_bytes + sum(o[i][0] for o, i in zip(options, pick))) * 8 / n_counted  # as the target
         if within is None:
             within = list(_stock_within(facts, target_bpw, excluded, imatrix_path))
-        stock = _stock_candidate(within, tensors, excluded, err, weigh, weights.compute_cost)
+        stock = _stock_candidate(within, [t for t, _ in free], err, weigh, weights.compute_cost)
         if stock is not None:
             stock["error"] += fixed_cost  # the excluded tensors keep the plan's type in either file
         won = stock is not None and stock["error"] <= est  # a tie keeps llama.cpp's own mixture
@@ -478,12 +473,10 @@ def _stock_within(facts, target_bpw, excluded, imatrix_path):
     return (m for m in stock_mixtures(facts, imatrix_path, excluded) if m[1] <= target_bpw)
 
 
-def _stock_candidate(within, tensors, excluded, err, weigh, compute_cost) -> dict | None:
-    """The first of the stock mixtures ``within`` (largest first) whose every type of the ``tensors``
-    not ``excluded`` has an error figure: its type, bpw, per-tensor types and estimated mean KLD (weighted
-    errors, and the compute costs of every tensor; None: no stock type qualifies). The excluded tensors
-    get the plan's embedding type, so their compute cost is the plan's too."""
-    free = [t for t in tensors if t.name not in excluded]
+def _stock_candidate(within, free, err, weigh, compute_cost) -> dict | None:
+    """The first of the stock mixtures ``within`` (largest first) whose every type of the ``free``
+    tensors has an error figure: its type, bpw, per-tensor types and estimated mean KLD over them
+    (weighted errors and compute costs; None: no stock type qualifies)."""
     for ftype, bpw, types in within:
         errs = [err(t, types[t.name]) for t in free]
         if all(e is not None for e in errs):
